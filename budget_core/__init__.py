@@ -1,0 +1,56 @@
+"""budget_core: exact token accounting and budgets for Claude Code runs, with no I/O."""
+
+from budget_core.budgets import (
+    MODES,
+    OVERALL,
+    BudgetEvent,
+    BudgetManager,
+    BudgetSnapshot,
+    BudgetState,
+    Decision,
+    KeySpend,
+    LaunchAction,
+    LevelCrossed,
+    Mode,
+    ModeChanged,
+    SpendChanged,
+    Unit,
+)
+from budget_core.formatting import format_percent, format_tokens, format_usd, render_bar
+from budget_core.levels import BudgetLevel, level_for
+from budget_core.pricing import ModelPrices, PriceTable, default_price_table
+from budget_core.spec import BudgetSpec, parse_budget_spec, parse_limit
+from budget_core.tracker import UsageTracker
+from budget_core.usage import ZERO, TokenUsage
+
+__all__ = [
+    "MODES",
+    "OVERALL",
+    "ZERO",
+    "BudgetEvent",
+    "BudgetLevel",
+    "BudgetManager",
+    "BudgetSnapshot",
+    "BudgetSpec",
+    "BudgetState",
+    "Decision",
+    "KeySpend",
+    "LaunchAction",
+    "LevelCrossed",
+    "Mode",
+    "ModeChanged",
+    "ModelPrices",
+    "PriceTable",
+    "SpendChanged",
+    "TokenUsage",
+    "Unit",
+    "UsageTracker",
+    "default_price_table",
+    "format_percent",
+    "format_tokens",
+    "format_usd",
+    "level_for",
+    "parse_budget_spec",
+    "parse_limit",
+    "render_bar",
+]

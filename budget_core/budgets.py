@@ -1,0 +1,267 @@
+"""Budgets per key (a slash command, or an instance name) and overall, in tokens and USD.
+
+The manager is charged with usage deltas, keeps every budget's level, decides launches,
+and tells subscribers what changed. It does no I/O and is meant for one thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Literal, TypeAlias
+
+from budget_core.levels import BudgetLevel, level_for
+from budget_core.usage import ZERO, TokenUsage
+
+OVERALL = "overall"
+Mode = Literal["warn", "block"]
+MODES: tuple[Mode, ...] = ("warn", "block")
+
+
+class Unit(StrEnum):
+    TOKENS = "tokens"
+    USD = "usd"
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetState:
+    """One budget at one moment. A token budget counts ``TokenUsage.total``."""
+
+    key: str
+    unit: Unit
+    limit: float
+    used: float
+    level: BudgetLevel
+
+    @property
+    def fraction(self) -> float:
+        return self.used / self.limit if self.limit > 0 else float("inf")
+
+    @property
+    def is_overall(self) -> bool:
+        return self.key == OVERALL
+
+    @property
+    def remaining(self) -> float:
+        return max(self.limit - self.used, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class KeySpend:
+    """What has been charged to one key, with or without a budget on it."""
+
+    usage: TokenUsage = ZERO
+    cost_usd: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetSnapshot:
+    """Immutable state of every budget: overall first, then keys in the order they were set."""
+
+    mode: Mode
+    budgets: tuple[BudgetState, ...]
+    spend: MappingProxyType[str, KeySpend]
+    total: KeySpend
+
+    def for_key(self, key: str) -> tuple[BudgetState, ...]:
+        return tuple(b for b in self.budgets if b.key == key)
+
+    @property
+    def exceeded(self) -> tuple[BudgetState, ...]:
+        return tuple(b for b in self.budgets if b.level is BudgetLevel.EXCEEDED)
+
+
+class LaunchAction(StrEnum):
+    ALLOW = "allow"
+    WARN = "warn"
+    BLOCK = "block"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    action: LaunchAction
+    reason: str | None = None
+    exceeded: tuple[BudgetState, ...] = ()
+
+    @property
+    def allowed(self) -> bool:
+        return self.action is not LaunchAction.BLOCK
+
+
+@dataclass(frozen=True, slots=True)
+class SpendChanged:
+    """Something was charged to ``key`` (and to the overall total)."""
+
+    key: str
+    instance: str
+
+
+@dataclass(frozen=True, slots=True)
+class LevelCrossed:
+    """A budget moved from one level to another (told once per crossing)."""
+
+    budget: BudgetState
+    previous: BudgetLevel
+
+    @property
+    def rising(self) -> bool:
+        return self.budget.level.rank > self.previous.rank
+
+
+@dataclass(frozen=True, slots=True)
+class ModeChanged:
+    mode: Mode
+    previous: Mode
+
+
+BudgetEvent: TypeAlias = SpendChanged | LevelCrossed | ModeChanged
+Subscriber = Callable[[BudgetEvent], None]
+
+
+@dataclass(slots=True)
+class _Budget:
+    key: str
+    unit: Unit
+    limit: float
+    level: BudgetLevel = BudgetLevel.OK
+
+
+class BudgetManager:
+    def __init__(self, mode: Mode = "warn") -> None:
+        self._mode: Mode = _check_mode(mode)
+        self._budgets: dict[tuple[str, Unit], _Budget] = {}
+        self._spend: dict[str, KeySpend] = {}
+        self._total = KeySpend()
+        self._subscribers: list[Subscriber] = []
+
+    # -- configuration -------------------------------------------------------------------
+
+    def set_budget(self, key: str, tokens: int | None = None, usd: float | None = None) -> None:
+        """Set (or replace) the token and/or USD limit of ``key``; ``"overall"`` is the total."""
+        if not key:
+            raise ValueError("a budget needs a key")
+        for unit, limit in ((Unit.TOKENS, tokens), (Unit.USD, usd)):
+            if limit is None:
+                continue
+            if isinstance(limit, bool) or not isinstance(limit, int | float) or not limit > 0:
+                raise ValueError(
+                    f"budget {key} ({unit}): limit must be a number > 0, not {limit!r}"
+                )
+            budget = _Budget(key, unit, float(limit) if unit is Unit.USD else int(limit))
+            budget.level = level_for(self._used(key, unit), budget.limit)
+            self._budgets[(key, unit)] = budget
+
+    def set_overall(self, tokens: int | None = None, usd: float | None = None) -> None:
+        self.set_budget(OVERALL, tokens=tokens, usd=usd)
+
+    def has_budget(self, key: str) -> bool:
+        return any(k == key for k, _ in self._budgets)
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """Keys that have a budget, overall first."""
+        seen = dict.fromkeys(b.key for b in self._ordered())
+        return tuple(seen)
+
+    @property
+    def mode(self) -> Mode:
+        return self._mode
+
+    def set_mode(self, mode: Mode) -> None:
+        mode = _check_mode(mode)
+        if mode != self._mode:
+            previous, self._mode = self._mode, mode
+            self._emit(ModeChanged(mode, previous))
+
+    def subscribe(self, callback: Subscriber) -> Callable[[], None]:
+        """Call ``callback`` with every event; returns a function that unsubscribes."""
+        self._subscribers.append(callback)
+        return lambda: self._subscribers.remove(callback)
+
+    # -- charging ------------------------------------------------------------------------
+
+    def charge(
+        self, key: str, instance: str, usage_delta: TokenUsage, cost_delta: float = 0.0
+    ) -> list[LevelCrossed]:
+        """Charge a delta to ``key`` and to the overall total; returns the crossings it caused."""
+        if not usage_delta and not cost_delta:
+            return []
+        spent = self._spend.get(key, KeySpend())
+        self._spend[key] = KeySpend(spent.usage + usage_delta, spent.cost_usd + cost_delta)
+        self._total = KeySpend(self._total.usage + usage_delta, self._total.cost_usd + cost_delta)
+        crossings = [
+            crossing
+            for budget_key in ((OVERALL, key) if key != OVERALL else (OVERALL,))
+            for unit in Unit
+            if (crossing := self._relevel(budget_key, unit)) is not None
+        ]
+        self._emit(SpendChanged(key, instance))
+        for crossing in crossings:
+            self._emit(crossing)
+        return crossings
+
+    def _relevel(self, key: str, unit: Unit) -> LevelCrossed | None:
+        budget = self._budgets.get((key, unit))
+        if budget is None:
+            return None
+        level = level_for(self._used(key, unit), budget.limit)
+        if level is budget.level:
+            return None
+        previous, budget.level = budget.level, level
+        return LevelCrossed(self._state(budget), previous)
+
+    # -- reading -------------------------------------------------------------------------
+
+    def decide_launch(self, key: str) -> Decision:
+        """Whether an instance charged to ``key`` may start now."""
+        exceeded = self.exceeded_for(key)
+        if not exceeded:
+            return Decision(LaunchAction.ALLOW)
+        names = ", ".join(f"{b.key} ({b.unit})" for b in exceeded)
+        if self._mode == "block":
+            return Decision(LaunchAction.BLOCK, f"budget exceeded: {names}", exceeded)
+        return Decision(
+            LaunchAction.WARN, f"budget exceeded: {names} (warn mode: launching)", exceeded
+        )
+
+    def exceeded_for(self, key: str) -> tuple[BudgetState, ...]:
+        """Exceeded budgets that an instance charged to ``key`` counts against."""
+        return tuple(
+            self._state(b)
+            for b in self._ordered()
+            if b.level is BudgetLevel.EXCEEDED and b.key in (key, OVERALL)
+        )
+
+    def snapshot(self) -> BudgetSnapshot:
+        return BudgetSnapshot(
+            mode=self._mode,
+            budgets=tuple(self._state(b) for b in self._ordered()),
+            spend=MappingProxyType(dict(self._spend)),
+            total=self._total,
+        )
+
+    def _ordered(self) -> list[_Budget]:
+        budgets = list(self._budgets.values())
+        return [b for b in budgets if b.key == OVERALL] + [b for b in budgets if b.key != OVERALL]
+
+    def _used(self, key: str, unit: Unit) -> float:
+        spent = self._total if key == OVERALL else self._spend.get(key, KeySpend())
+        return spent.usage.total if unit is Unit.TOKENS else spent.cost_usd
+
+    def _state(self, budget: _Budget) -> BudgetState:
+        used = self._used(budget.key, budget.unit)
+        return BudgetState(budget.key, budget.unit, budget.limit, used, budget.level)
+
+    def _emit(self, event: BudgetEvent) -> None:
+        for callback in tuple(self._subscribers):
+            callback(event)
+
+
+def _check_mode(mode: str) -> Mode:
+    if mode == "warn":
+        return "warn"
+    if mode == "block":
+        return "block"
+    raise ValueError(f"enforcement mode must be one of {', '.join(MODES)}, not {mode!r}")

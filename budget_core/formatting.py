@@ -1,0 +1,42 @@
+"""Plain-text renderings shared by the headless reports and the TUI."""
+
+from __future__ import annotations
+
+import math
+
+_UNITS = ((1_000_000_000, "B"), (1_000_000, "M"), (1_000, "K"))
+
+
+def format_tokens(count: float) -> str:
+    """``950``, ``1.2K``, ``45.6K``, ``123K``, ``3.4M``: three significant figures at most."""
+    sign = "-" if count < 0 else ""
+    n = abs(count)
+    for size, suffix in _UNITS:
+        if n >= size * 0.9995:  # so 999_999 reads 1M, not 1000K
+            value = n / size
+            text = f"{value:.1f}" if value < 99.95 else f"{value:.0f}"
+            return f"{sign}{text.removesuffix('.0')}{suffix}"
+    return f"{sign}{int(n)}"
+
+
+def format_usd(amount: float) -> str:
+    """``$0.0123`` below a dollar (cents hide most single runs), ``$12.34`` above."""
+    if abs(amount) < 1:
+        return f"${amount:.4f}"
+    return f"${amount:,.2f}"
+
+
+def render_bar(used: float, limit: float, width: int = 20) -> str:
+    """``[##############------]``; full, with ``!`` as its last cell, once past 100%."""
+    if width < 1:
+        raise ValueError("a bar needs a width of at least 1")
+    if limit <= 0 or used > limit:
+        return "[" + "#" * (width - 1) + "!]"
+    filled = min(width, math.floor(max(used, 0) / limit * width))
+    return "[" + "#" * filled + "-" * (width - filled) + "]"
+
+
+def format_percent(used: float, limit: float) -> str:
+    if limit <= 0:
+        return "inf%"
+    return f"{used / limit * 100:.0f}%"
