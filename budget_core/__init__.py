@@ -16,11 +16,12 @@ from budget_core.budgets import (
     SpendChanged,
     Unit,
 )
+from budget_core.burn import BurnRate
 from budget_core.formatting import format_percent, format_tokens, format_usd, render_bar
 from budget_core.levels import BudgetLevel, level_for
 from budget_core.pricing import ModelPrices, PriceTable, default_price_table
 from budget_core.spec import BudgetSpec, parse_budget_spec, parse_limit
-from budget_core.tracker import UsageTracker
+from budget_core.tracker import UsageTracker, line_may_carry_usage
 from budget_core.usage import ZERO, TokenUsage
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "BudgetSnapshot",
     "BudgetSpec",
     "BudgetState",
+    "BurnRate",
     "Decision",
     "KeySpend",
     "LaunchAction",
@@ -50,6 +52,7 @@ __all__ = [
     "format_tokens",
     "format_usd",
     "level_for",
+    "line_may_carry_usage",
     "parse_budget_spec",
     "parse_limit",
     "render_bar",

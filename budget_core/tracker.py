@@ -33,6 +33,15 @@ _NO_USAGE_PREFIXES_BYTES = tuple(p.encode() for p in _NO_USAGE_PREFIXES_STR)
 _SYNTHETIC_MODEL = "<synthetic>"
 
 
+def line_may_carry_usage(head: bytes) -> bool:
+    """Whether a line starting with ``head`` (its first 128 bytes or more) can carry usage.
+
+    Lets a reader drop the body of a huge tool-result or non-JSON line as it streams by.
+    """
+    stripped = head.lstrip()
+    return stripped[:1] == b"{" and not stripped.startswith(_NO_USAGE_PREFIXES_BYTES)
+
+
 def _count(value: object) -> int:
     """A token count from JSON: null, missing, negative or not a number count as 0."""
     if isinstance(value, bool):
@@ -107,7 +116,7 @@ class UsageTracker:
     def __init__(self, prices: PriceTable | None = None) -> None:
         self._prices = prices if prices is not None else default_price_table()
         self._calls: dict[_CallKey, _Call] = {}
-        self._latest_in_lane: dict[_Lane, _CallKey] = {}
+        self._latest_in_lane: dict[_Lane, _CallKey | None] = {}
         self._anonymous_calls = 0
         self._live = ZERO
         self._live_cost = 0.0
@@ -224,10 +233,11 @@ class UsageTracker:
         kind = event.get("type")
         if kind == "message_start":
             message = event.get("message")
-            if isinstance(message, dict):
-                key = self._sight(lane, message)
-                if key is not None:
-                    self._latest_in_lane[lane] = key
+            # A later message_delta belongs to this message, even one that is not counted
+            # (<synthetic>): it must never fall back to the lane's previous call.
+            self._latest_in_lane[lane] = (
+                self._sight(lane, message) if isinstance(message, dict) else None
+            )
         elif kind == "message_delta":
             # message_delta has no message id: it belongs to the lane's latest message_start.
             key = self._latest_in_lane.get(lane)

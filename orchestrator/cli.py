@@ -1,0 +1,359 @@
+"""The ``orchestrator`` command: parse the command line, build the run, report, exit."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import shlex
+import shutil
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from budget_core import (
+    OVERALL,
+    BudgetManager,
+    Unit,
+    format_tokens,
+    format_usd,
+    parse_budget_spec,
+    parse_limit,
+)
+from orchestrator import __version__
+from orchestrator.config import (
+    BudgetConfig,
+    ConfigError,
+    InstanceSpec,
+    RunConfig,
+    check_mode,
+    default_budget_key,
+    instance_argv,
+    load_config_file,
+)
+from orchestrator.palette import Palette, use_colour
+from orchestrator.report import HeadlessReporter, summary_report
+from orchestrator.run import Orchestrator
+from orchestrator.summary import check_writable, summary_dict, write_summary_json
+
+log = logging.getLogger("orchestrator")
+
+DEMO_CONFIG = Path(__file__).parent / "demo" / "demo.json"
+SIMULATOR = Path(__file__).parent / "simulator.py"
+HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+DESCRIPTION = "Run Claude Code instances in parallel and keep their token spend inside budgets."
+EPILOG = """\
+budgets:
+  A token budget counts every token of the instances charged to it: input + output +
+  cache_creation + cache_read (cache reads are cheap per token but large in number).
+  An instance is charged to its budget key: 'budget_key' in the config, else the first
+  word of its slash command (/analyze src -> /analyze), else its name. The overall budget
+  counts every instance. Limits take 50000, 50k, 1.5M or 2_000; USD limits 2.50 or $2.50.
+  Levels: ok < 70% <= warning < 90% <= critical < 100% <= exceeded.
+  warn mode logs each level crossed and goes on; block mode does not launch an instance
+  whose budget is exceeded and stops (SIGTERM, then SIGKILL) running instances charged
+  to a budget the moment it is exceeded. Tokens already streamed are still counted.
+
+example:
+  orchestrator --config examples/budgets.json \\
+      --command-budget /analyze=200k --command-budget /review=50k \\
+      --overall-cost-budget 5 --budget-enforcement-mode block --summary-json run.json
+
+exit status:
+  0 every instance succeeded; 1 an instance failed or timed out; 2 bad usage or config;
+  3 budget enforcement blocked or stopped an instance; 130/143 interrupted (SIGINT/SIGTERM).
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line, not argparse's usage dump: the message names the bad flag or value.
+        raise ConfigError(f"{message} (see --help)")
+
+
+def _number(kind: Callable[[str], float], minimum: float, strict: bool) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value < minimum or (strict and value == minimum):
+            relation = ">" if strict else ">="
+            raise argparse.ArgumentTypeError(f"{text!r} must be {relation} {minimum:g}")
+        return value
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="orchestrator",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("command", nargs="?", help="one instance running this slash command or prompt")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument(
+        "--config", metavar="FILE", help='JSON: {"instances": [...], "budget": {...}}'
+    )
+    source.add_argument("--demo", action="store_true", help="bundled simulated instances")
+    p.add_argument("--workspace", metavar="DIR", help="working directory of every instance")
+    p.add_argument("--claude-bin", metavar="PATH", help="claude executable")
+    p.add_argument(
+        "--claude-arg",
+        metavar="ARG",
+        action="append",
+        default=[],
+        help="extra argument, repeatable",
+    )
+    p.add_argument("--max-concurrent", metavar="N", type=_number(int, 1, False), default=4)
+    p.add_argument("--startup-delay", metavar="SECS", type=_number(float, 0, False), default=0.0)
+    p.add_argument("--timeout", metavar="SECS", type=_number(float, 0, True), default=None)
+    p.add_argument(
+        "--command-budget", metavar="CMD=LIMIT", action="append", default=[], help="token budget"
+    )
+    p.add_argument("--overall-token-budget", metavar="N")
+    p.add_argument("--command-cost-budget", metavar="CMD=USD", action="append", default=[])
+    p.add_argument("--overall-cost-budget", metavar="USD")
+    p.add_argument("--budget-enforcement-mode", choices=("warn", "block"), default=None)
+    p.add_argument("--tui", action="store_true", help="the Textual monitor")
+    p.add_argument(
+        "--status-report-interval", metavar="SECS", type=_number(float, 0, False), default=5.0
+    )
+    p.add_argument("--summary-json", metavar="FILE")
+    p.add_argument("--no-color", action="store_true", help="no colour (also: NO_COLOR)")
+    p.add_argument("--dry-run", action="store_true", help="print argv and budgets; launch nothing")
+    p.add_argument("--quiet", action="store_true", help="only warnings and the final summary")
+    p.add_argument("--version", action="version", version=f"orchestrator {__version__}")
+    return p
+
+
+def _instances(args: argparse.Namespace) -> tuple[list[InstanceSpec], BudgetConfig]:
+    if args.demo:
+        if args.command:
+            raise ConfigError("--demo runs its own instances; give no COMMAND with it")
+        return load_config_file(DEMO_CONFIG)
+    if args.config:
+        if args.command:
+            raise ConfigError("give a COMMAND or --config, not both")
+        return load_config_file(Path(args.config))
+    if not args.command or not args.command.strip():
+        raise ConfigError("nothing to run: give a COMMAND, --config FILE or --demo (see --help)")
+    prompt = args.command.strip()
+    key = default_budget_key("instance", prompt)
+    name = key.lstrip("/") if key.startswith("/") else "instance"
+    return [InstanceSpec(name=name, prompt=prompt, budget_key=key)], BudgetConfig()
+
+
+def _budgets(args: argparse.Namespace, base: BudgetConfig) -> BudgetConfig:
+    """The file's budget block, overridden by the command line."""
+    tokens, usd = dict(base.command_tokens), dict(base.command_usd)
+    try:
+        for text in args.command_budget:
+            spec = parse_budget_spec(text, Unit.TOKENS)
+            tokens[spec.key] = int(spec.limit)
+        for text in args.command_cost_budget:
+            spec = parse_budget_spec(text, Unit.USD)
+            usd[spec.key] = spec.limit
+        overall_tokens = base.overall_tokens
+        if args.overall_token_budget is not None:
+            overall_tokens = int(parse_limit(args.overall_token_budget, Unit.TOKENS))
+        overall_usd = base.overall_usd
+        if args.overall_cost_budget is not None:
+            overall_usd = parse_limit(args.overall_cost_budget, Unit.USD)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    mode = base.mode
+    if args.budget_enforcement_mode is not None:
+        mode = check_mode(args.budget_enforcement_mode, "--budget-enforcement-mode")
+    return BudgetConfig(overall_tokens, overall_usd, tokens, usd, mode)
+
+
+def resolve_claude(args: argparse.Namespace) -> tuple[str, ...]:
+    if args.demo:
+        return (sys.executable, str(SIMULATOR))
+    given = args.claude_bin or os.environ.get("ORCHESTRATOR_CLAUDE_BIN") or "claude"
+    origin = (
+        "--claude-bin"
+        if args.claude_bin
+        else ("ORCHESTRATOR_CLAUDE_BIN" if os.environ.get("ORCHESTRATOR_CLAUDE_BIN") else "PATH")
+    )
+    if os.sep not in given:
+        found = shutil.which(given)
+        if found is None:
+            raise ConfigError(
+                f"claude executable {given!r} not found on PATH "
+                "(install Claude Code, or use --claude-bin / ORCHESTRATOR_CLAUDE_BIN)"
+            )
+        return (found,)
+    path = Path(given)
+    if not path.exists():
+        raise ConfigError(f"claude executable {given} (from {origin}) does not exist")
+    if path.is_dir() or not os.access(path, os.X_OK):
+        raise ConfigError(f"claude executable {given} (from {origin}) is not executable")
+    return (str(path),)
+
+
+def build_run(args: argparse.Namespace) -> RunConfig:
+    instances, file_budgets = _instances(args)
+    budgets = _budgets(args, file_budgets)
+    if args.workspace is not None and not Path(args.workspace).is_dir():
+        raise ConfigError(f"--workspace {args.workspace}: not a directory")
+    return RunConfig(
+        instances=tuple(instances),
+        budgets=budgets,
+        claude_cmd=resolve_claude(args) if not args.dry_run or args.demo else _dry_claude(args),
+        extra_args=tuple(args.claude_arg),
+        workspace=args.workspace,
+        max_concurrent=int(args.max_concurrent),
+        startup_delay_s=float(args.startup_delay),
+        timeout_s=args.timeout,
+    )
+
+
+def _dry_claude(args: argparse.Namespace) -> tuple[str, ...]:
+    """A dry run prints what would run, even where claude is not installed."""
+    try:
+        return resolve_claude(args)
+    except ConfigError:
+        return (args.claude_bin or os.environ.get("ORCHESTRATOR_CLAUDE_BIN") or "claude",)
+
+
+def unused_budget_keys(run: RunConfig) -> list[str]:
+    keys = {*run.budgets.command_tokens, *run.budgets.command_usd}
+    used = {spec.budget_key for spec in run.instances}
+    return sorted(keys - used - {OVERALL})
+
+
+def dry_run_text(run: RunConfig, manager: BudgetManager) -> str:
+    lines = [
+        f"dry run: {len(run.instances)} instance(s), at most {run.max_concurrent} at once, "
+        f"enforcement {manager.mode.upper()}; nothing is launched"
+    ]
+    for spec in run.instances:
+        lines.append(f"  {spec.name} [{spec.budget_key}]: {shlex.join(instance_argv(run, spec))}")
+    budgets = manager.snapshot().budgets
+    lines.append("budgets:" if budgets else "budgets: none")
+    for b in budgets:
+        limit = format_usd(b.limit) if b.unit is Unit.USD else f"{format_tokens(b.limit)} tokens"
+        lines.append(f"  {b.key}: {limit} ({b.limit:,} {b.unit})")
+    return "\n".join(lines)
+
+
+def _setup_logging(quiet: bool) -> None:
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(logging.WARNING if quiet else logging.INFO)
+    log.propagate = False
+
+
+async def _run_headless(orchestrator: Orchestrator, reporter: HeadlessReporter) -> int:
+    loop = asyncio.get_running_loop()
+    for sig in HANDLED_SIGNALS:
+        loop.add_signal_handler(sig, orchestrator.interrupt, sig)
+    periodic = asyncio.create_task(reporter.report_periodically())
+    try:
+        return await orchestrator.run()
+    finally:
+        periodic.cancel()
+        for sig in HANDLED_SIGNALS:
+            loop.remove_signal_handler(sig)
+
+
+def _run_tui(orchestrator: Orchestrator) -> int:
+    from tui.app import build_app  # only here: headless runs never import textual
+
+    app = build_app(orchestrator, run=lambda: _run_in_app(orchestrator, app.exit))
+    result = app.run()
+    if result is None:
+        # The app ended without the run's result (e.g. the terminal went away): stop cleanly.
+        orchestrator.stop_all()
+        return orchestrator.exit_code()
+    return int(result)
+
+
+async def _run_in_app(orchestrator: Orchestrator, exit_app: Callable[[int], None]) -> int:
+    """The run inside Textual's loop; a closed terminal (SIGHUP) or SIGTERM stops children."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        loop.add_signal_handler(sig, orchestrator.interrupt, sig)
+    code = await orchestrator.run()
+    if orchestrator.interrupted_by is not None:
+        exit_app(code)
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        run = build_run(args)
+        manager = _budget_manager(run)
+        if args.summary_json and (problem := check_writable(Path(args.summary_json))):
+            raise ConfigError(f"--summary-json: cannot write there: {problem}")
+    except ConfigError as exc:
+        print(f"orchestrator: error: {exc}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        print(dry_run_text(run, manager))
+        return 0
+    _setup_logging(args.quiet)
+    palette = Palette(use_colour(sys.stdout, args.no_color))
+    for key in unused_budget_keys(run):
+        log.warning(f"warning: budget {key} applies to no instance (its key matches none)")
+    orchestrator = Orchestrator(run, budgets=manager)
+    use_tui = args.tui and sys.stdout.isatty()
+    if args.tui and not use_tui:
+        print("orchestrator: --tui needs a terminal (stdout is not one); running headless")
+    reporter = HeadlessReporter(
+        orchestrator, palette, 0 if use_tui else args.status_report_interval, args.quiet or use_tui
+    )
+    if use_tui:
+        reporter.close()
+        code = _run_tui(orchestrator)
+    else:
+        code = _run_and_wait(_run_headless(orchestrator, reporter))
+    return _finish(orchestrator, code, args, palette)
+
+
+def _run_and_wait(coro: Awaitable[int]) -> int:
+    async def wrapper() -> int:
+        return await coro
+
+    return asyncio.run(wrapper())
+
+
+def _budget_manager(run: RunConfig) -> BudgetManager:
+    from orchestrator.run import budget_manager_for
+
+    try:
+        return budget_manager_for(run)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _finish(
+    orchestrator: Orchestrator, code: int, args: argparse.Namespace, palette: Palette
+) -> int:
+    snapshot = orchestrator.snapshot()
+    if args.summary_json:
+        try:
+            write_summary_json(Path(args.summary_json), summary_dict(snapshot, code))
+        except OSError as exc:
+            print(
+                f"orchestrator: error: cannot write --summary-json {args.summary_json}: "
+                f"{exc.strerror or exc}",
+                file=sys.stderr,
+            )
+            code = code or 1
+    print(summary_report(snapshot, code, palette), flush=True)
+    return code
+
+
+def entry_point() -> NoReturn:
+    sys.exit(main())

@@ -1,0 +1,232 @@
+"""Headless reporting: notices as log lines, periodic ASCII budget bars, the final table."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from budget_core import (
+    BudgetState,
+    TokenUsage,
+    Unit,
+    format_percent,
+    format_tokens,
+    format_usd,
+    render_bar,
+)
+from orchestrator.palette import Palette
+from orchestrator.state import (
+    InstanceStatus,
+    InstanceView,
+    Notice,
+    NoticeKind,
+    RunControl,
+    RunEvent,
+    RunSnapshot,
+)
+
+log = logging.getLogger("orchestrator")
+
+BAR_WIDTH = 20
+_KIND_COLOURS = {
+    NoticeKind.LAUNCH: "cyan",
+    NoticeKind.DONE: "green",
+    NoticeKind.FAIL: "red",
+    NoticeKind.STOP: "yellow",
+    NoticeKind.BLOCK: "red",
+    NoticeKind.ERROR: "bold_red",
+    NoticeKind.MODE: "bold",
+}
+_STATUS_COLOURS = {
+    InstanceStatus.SUCCEEDED: "green",
+    InstanceStatus.FAILED: "red",
+    InstanceStatus.TIMED_OUT: "red",
+    InstanceStatus.BLOCKED: "red",
+    InstanceStatus.STOPPED_BY_BUDGET: "yellow",
+    InstanceStatus.CANCELLED: "yellow",
+    InstanceStatus.STOPPING: "yellow",
+}
+EXIT_MEANINGS = {
+    0: "every instance succeeded",
+    1: "an instance failed or timed out",
+    2: "bad usage or configuration",
+    3: "budget enforcement blocked or stopped an instance",
+    129: "interrupted (SIGHUP)",
+    130: "interrupted",
+    143: "interrupted (SIGTERM)",
+}
+
+
+def clock_text(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes}:{secs:02d}"
+
+
+def format_notice(notice: Notice, palette: Palette) -> str:
+    kind = f"{notice.kind.upper():<6}"
+    colour = _KIND_COLOURS.get(notice.kind)
+    if notice.level is not None:
+        kind = palette.level(kind, notice.level)
+    else:
+        kind = palette.paint(kind, colour)
+    return f"[{clock_text(notice.at_s)}] {kind} {notice.message}"
+
+
+def budget_amounts(budget: BudgetState) -> str:
+    if budget.unit is Unit.USD:
+        return f"{format_usd(budget.used)}/{format_usd(budget.limit)}"
+    return f"{format_tokens(budget.used)}/{format_tokens(budget.limit)} tokens"
+
+
+def budget_line(budget: BudgetState, palette: Palette, name_width: int) -> str:
+    name = budget.key if budget.unit is Unit.TOKENS else f"{budget.key} ($)"
+    bar = palette.level(render_bar(budget.used, budget.limit, BAR_WIDTH), budget.level)
+    word = palette.level(budget.level.upper(), budget.level)
+    percent = format_percent(budget.used, budget.limit)
+    return f"  {name:<{name_width}} {bar} {percent:>5}  {budget_amounts(budget):<22} {word}"
+
+
+def budget_block(snapshot: RunSnapshot, palette: Palette) -> list[str]:
+    budgets = snapshot.budgets.budgets
+    if not budgets:
+        return []
+    width = max(len(b.key) + (4 if b.unit is Unit.USD else 0) for b in budgets)
+    return [budget_line(b, palette, width) for b in budgets]
+
+
+def cost_text(cost: float, estimate: bool) -> str:
+    return f"~{format_usd(cost)}" if estimate else format_usd(cost)
+
+
+def instance_line(view: InstanceView, palette: Palette, name_width: int) -> str:
+    status = palette.paint(f"{view.status:<9}", _STATUS_COLOURS.get(view.status))
+    usage = view.usage
+    return (
+        f"    {view.name:<{name_width}} {status} {format_tokens(usage.total):>6} tokens"
+        f" (in {format_tokens(usage.input)}, out {format_tokens(usage.output)},"
+        f" cache {format_tokens(usage.cache_creation + usage.cache_read)})"
+        f"  {cost_text(view.cost_usd, view.cost_is_estimate)}  {clock_text(view.elapsed_s)}"
+    )
+
+
+def progress_report(snapshot: RunSnapshot, palette: Palette) -> str:
+    done = sum(1 for i in snapshot.instances if i.status.is_done)
+    total = snapshot.total_usage
+    head = (
+        f"[{clock_text(snapshot.elapsed_s)}] "
+        + palette.paint("STATUS", "bold")
+        + f" {snapshot.mode.upper()} mode, {len(snapshot.running)} running,"
+        f" {done}/{len(snapshot.instances)} done, {format_tokens(total.total)} tokens,"
+        f" {cost_text(snapshot.total_cost_usd, snapshot.cost_is_estimate)}"
+    )
+    lines = [head, *budget_block(snapshot, palette)]
+    running = snapshot.running
+    if running:
+        width = max(len(i.name) for i in running)
+        lines += [instance_line(i, palette, width) for i in running]
+    return "\n".join(lines)
+
+
+def summary_report(snapshot: RunSnapshot, exit_code: int, palette: Palette) -> str:
+    """The final table: per instance exact tokens by kind, cost and time; then the budgets."""
+    headers: tuple[str, ...] = ("instance", "budget", "status", "input", "output")
+    headers += ("cache_w", "cache_r", "total", "cost", "time")
+    rows: list[tuple[str, ...]] = []
+    for i in snapshot.instances:
+        u = i.usage
+        live = "" if i.final or not u else "*"
+        rows.append(
+            (
+                i.name,
+                i.budget_key,
+                str(i.status),
+                f"{u.input:,}",
+                f"{u.output:,}",
+                f"{u.cache_creation:,}",
+                f"{u.cache_read:,}",
+                f"{u.total:,}{live}",
+                cost_text(i.cost_usd, i.cost_is_estimate),
+                clock_text(i.elapsed_s),
+            )
+        )
+    total = sum((i.usage for i in snapshot.instances), TokenUsage())
+    cost = sum(i.cost_usd for i in snapshot.instances)
+    estimate = any(i.cost_is_estimate and i.usage for i in snapshot.instances)
+    rows.append(
+        (
+            "TOTAL",
+            "",
+            "",
+            f"{total.input:,}",
+            f"{total.output:,}",
+            f"{total.cache_creation:,}",
+            f"{total.cache_read:,}",
+            f"{total.total:,}",
+            cost_text(cost, estimate),
+            clock_text(snapshot.elapsed_s),
+        )
+    )
+    widths = [max(len(h), *(len(r[c]) for r in rows)) for c, h in enumerate(headers)]
+    numeric = {3, 4, 5, 6, 7, 8}
+
+    def fmt(cells: tuple[str, ...]) -> str:
+        parts = [
+            cell.rjust(widths[c]) if c in numeric else cell.ljust(widths[c])
+            for c, cell in enumerate(cells)
+        ]
+        return "  " + "  ".join(parts).rstrip()
+
+    status_index = 2
+    lines = [palette.paint("Summary", "bold"), fmt(headers)]
+    for row in rows[:-1]:
+        line = fmt(row)
+        colour = _STATUS_COLOURS.get(InstanceStatus(row[status_index]))
+        lines.append(line.replace(row[status_index], palette.paint(row[status_index], colour), 1))
+    lines.append(fmt(rows[-1]))
+    if any(r[7].endswith("*") for r in rows):
+        lines.append("  * live count: no result line from the CLI, so not its final figures")
+    if estimate:
+        lines.append("  ~ cost estimated from the price table (the CLI reported no total_cost_usd)")
+    for i in snapshot.instances:
+        if i.error and i.status is not InstanceStatus.SUCCEEDED:
+            lines.append(f"  {i.name}: {i.error}")
+    block = budget_block(snapshot, palette)
+    if block:
+        lines += ["Budgets", *block]
+    if not snapshot.enforcement_ok:
+        lines.append(
+            palette.paint("  budget enforcement was OFF after the budget system failed", "bold_red")
+        )
+    meaning = EXIT_MEANINGS.get(exit_code, "")
+    lines.append(f"Exit status {exit_code}" + (f": {meaning}" if meaning else ""))
+    return "\n".join(lines)
+
+
+class HeadlessReporter:
+    """Logs notices as they come and prints the budget bars every ``interval`` seconds."""
+
+    def __init__(
+        self, control: RunControl, palette: Palette, interval: float, quiet: bool = False
+    ) -> None:
+        self._control = control
+        self._palette = palette
+        self._interval = interval
+        self._quiet = quiet
+        self._unsubscribe = control.subscribe(self._on_event)
+
+    def _on_event(self, event: RunEvent) -> None:
+        if isinstance(event, Notice):
+            if event.warning:
+                log.warning(format_notice(event, self._palette))
+            elif not self._quiet:
+                log.info(format_notice(event, self._palette))
+
+    async def report_periodically(self) -> None:
+        if self._interval <= 0 or self._quiet:
+            return
+        while True:
+            await asyncio.sleep(self._interval)
+            log.info(progress_report(self._control.snapshot(), self._palette))
+
+    def close(self) -> None:
+        self._unsubscribe()

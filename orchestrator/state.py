@@ -1,0 +1,132 @@
+"""What the orchestrator tells its subscribers (headless reporter, TUI): immutable values.
+
+Data flows one way: processes -> trackers -> budget manager -> these snapshots and notices.
+Subscribers never change state directly; they ask through ``RunControl``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol, TypeAlias
+
+from budget_core import BudgetLevel, BudgetSnapshot, Mode, TokenUsage
+
+
+class InstanceStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    BLOCKED = "blocked"
+    STOPPED_BY_BUDGET = "stopped_by_budget"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_done(self) -> bool:
+        return self not in (InstanceStatus.PENDING, InstanceStatus.RUNNING, InstanceStatus.STOPPING)
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceView:
+    """One instance at one moment."""
+
+    name: str
+    command: str
+    budget_key: str
+    status: InstanceStatus
+    usage: TokenUsage
+    cost_usd: float
+    cost_is_estimate: bool
+    final: bool  # totals come from the CLI's result line (else: live counts)
+    elapsed_s: float  # run time so far, or the whole duration once done
+    pid: int | None = None
+    exit_code: int | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BurnView:
+    """Spend rate of one budget key over the last minute."""
+
+    key: str
+    tokens_per_min: float
+    seconds_left: float | None  # at that rate, until the token budget is used up
+
+
+@dataclass(frozen=True, slots=True)
+class RunSnapshot:
+    mode: Mode
+    elapsed_s: float
+    instances: tuple[InstanceView, ...]
+    budgets: BudgetSnapshot
+    burn: tuple[BurnView, ...]
+    enforcement_ok: bool  # False once the budget system failed and the run went on without it
+    finished: bool
+
+    @property
+    def total_usage(self) -> TokenUsage:
+        return self.budgets.total.usage
+
+    @property
+    def total_cost_usd(self) -> float:
+        return self.budgets.total.cost_usd
+
+    @property
+    def cost_is_estimate(self) -> bool:
+        return any(i.cost_is_estimate and i.usage for i in self.instances)
+
+    @property
+    def running(self) -> tuple[InstanceView, ...]:
+        return tuple(i for i in self.instances if not i.status.is_done and i.pid is not None)
+
+    def burn_for(self, key: str) -> BurnView | None:
+        return next((b for b in self.burn if b.key == key), None)
+
+
+class NoticeKind(StrEnum):
+    LAUNCH = "launch"
+    LEVEL = "level"
+    BLOCK = "block"
+    STOP = "stop"
+    FAIL = "fail"
+    DONE = "done"
+    MODE = "mode"
+    ERROR = "error"
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """A line for the event log: launches, level crossings, blocks, stops, failures."""
+
+    at_s: float  # seconds since the run started
+    kind: NoticeKind
+    message: str
+    level: BudgetLevel | None = None  # for crossings: the level reached
+    warning: bool = False  # worth a WARNING in logs
+
+
+@dataclass(frozen=True, slots=True)
+class StateChanged:
+    """Something in the snapshot changed; high rate, meant to be coalesced."""
+
+
+RunEvent: TypeAlias = Notice | StateChanged
+RunListener = Callable[[RunEvent], None]
+
+
+class RunControl(Protocol):
+    """What a monitor may read and ask of a run (the orchestrator, or a scripted stand-in)."""
+
+    def snapshot(self) -> RunSnapshot: ...
+
+    def subscribe(self, listener: RunListener) -> Callable[[], None]: ...
+
+    def set_enforcement_mode(self, mode: Mode) -> None: ...
+
+    def stop_all(self) -> None: ...
+
+    def stop_instance(self, name: str) -> None: ...
