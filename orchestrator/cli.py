@@ -17,6 +17,7 @@ from typing import NoReturn
 from budget_core import (
     OVERALL,
     BudgetManager,
+    PriceTable,
     Unit,
     format_tokens,
     format_usd,
@@ -36,7 +37,7 @@ from orchestrator.config import (
 )
 from orchestrator.palette import Palette, use_colour
 from orchestrator.report import HeadlessReporter, summary_report
-from orchestrator.run import Orchestrator
+from orchestrator.run import Orchestrator, budget_manager_for
 from orchestrator.summary import check_writable, summary_dict, write_summary_json
 
 log = logging.getLogger("orchestrator")
@@ -240,8 +241,10 @@ def dry_run_text(run: RunConfig, manager: BudgetManager) -> str:
     budgets = manager.snapshot().budgets
     lines.append("budgets:" if budgets else "budgets: none")
     for b in budgets:
-        limit = format_usd(b.limit) if b.unit is Unit.USD else f"{format_tokens(b.limit)} tokens"
-        lines.append(f"  {b.key}: {limit} ({b.limit:,} {b.unit})")
+        if b.unit is Unit.USD:
+            lines.append(f"  {b.key}: {format_usd(b.limit)}")
+        else:
+            lines.append(f"  {b.key}: {int(b.limit):,} tokens ({format_tokens(b.limit)})")
     return "\n".join(lines)
 
 
@@ -289,11 +292,25 @@ async def _run_in_app(orchestrator: Orchestrator, exit_app: Callable[[int], None
     return code
 
 
+def load_prices() -> PriceTable | None:
+    """A user's price table from $ORCHESTRATOR_PRICES, for estimates before the CLI's own cost."""
+    path = os.environ.get("ORCHESTRATOR_PRICES")
+    if not path:
+        return None
+    try:
+        return PriceTable.from_json(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"ORCHESTRATOR_PRICES={path}: cannot read: {exc.strerror}") from None
+    except ValueError as exc:
+        raise ConfigError(f"ORCHESTRATOR_PRICES={path}: {exc}") from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         run = build_run(args)
         manager = _budget_manager(run)
+        prices = load_prices()
         if args.summary_json and (problem := check_writable(Path(args.summary_json))):
             raise ConfigError(f"--summary-json: cannot write there: {problem}")
     except ConfigError as exc:
@@ -306,7 +323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     palette = Palette(use_colour(sys.stdout, args.no_color))
     for key in unused_budget_keys(run):
         log.warning(f"warning: budget {key} applies to no instance (its key matches none)")
-    orchestrator = Orchestrator(run, budgets=manager)
+    orchestrator = Orchestrator(run, budgets=manager, prices=prices)
     use_tui = args.tui and sys.stdout.isatty()
     if args.tui and not use_tui:
         print("orchestrator: --tui needs a terminal (stdout is not one); running headless")
@@ -329,8 +346,6 @@ def _run_and_wait(coro: Awaitable[int]) -> int:
 
 
 def _budget_manager(run: RunConfig) -> BudgetManager:
-    from orchestrator.run import budget_manager_for
-
     try:
         return budget_manager_for(run)
     except ValueError as exc:

@@ -26,6 +26,7 @@ from budget_core import (
     LevelCrossed,
     Mode,
     ModeChanged,
+    PriceTable,
     Unit,
     UsageTracker,
     format_percent,
@@ -97,11 +98,12 @@ class Orchestrator:
         config: RunConfig,
         clock: Callable[[], float] = time.monotonic,
         budgets: BudgetManager | None = None,
+        prices: PriceTable | None = None,
     ) -> None:
         self.config = config
         self._clock = clock
         self.budgets = budgets if budgets is not None else budget_manager_for(config)
-        self._instances = [_Instance(spec) for spec in config.instances]
+        self._instances = [_Instance(spec, UsageTracker(prices)) for spec in config.instances]
         self._listeners: list[RunListener] = []
         self._burn = {key: BurnRate() for key in self.budgets.keys}
         self._started_at: float | None = None
