@@ -149,6 +149,8 @@ class BudgetManager:
                 raise ValueError(
                     f"budget {key} ({unit}): limit must be a number > 0, not {limit!r}"
                 )
+            if unit is Unit.TOKENS and limit != int(limit):
+                raise ValueError(f"budget {key} (tokens): limit must be whole, not {limit!r}")
             budget = _Budget(key, unit, float(limit) if unit is Unit.USD else int(limit))
             budget.level = level_for(self._used(key, unit), budget.limit)
             self._budgets[(key, unit)] = budget

@@ -21,9 +21,10 @@ def format_tokens(count: float) -> str:
 
 def format_usd(amount: float) -> str:
     """``$0.0123`` below a dollar (cents hide most single runs), ``$12.34`` above."""
+    sign = "-" if amount < 0 else ""
     if abs(amount) < 1:
-        return f"${amount:.4f}"
-    return f"${amount:,.2f}"
+        return f"{sign}${abs(amount):.4f}"
+    return f"{sign}${abs(amount):,.2f}"
 
 
 def render_bar(used: float, limit: float, width: int = 20) -> str:

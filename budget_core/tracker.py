@@ -42,15 +42,31 @@ def line_may_carry_usage(head: bytes) -> bool:
     return stripped[:1] == b"{" and not stripped.startswith(_NO_USAGE_PREFIXES_BYTES)
 
 
+# No API call comes near this many tokens; a larger number is corrupt output, and would
+# overflow float arithmetic (cost, budget fractions) if it were counted.
+_MAX_COUNT = 10**15
+
+
 def _count(value: object) -> int:
-    """A token count from JSON: null, missing, negative or not a number count as 0."""
+    """A token count from JSON: null, missing, negative, absurdly large or not a number is 0."""
     if isinstance(value, bool):
         return 0
     if isinstance(value, int):
-        return value if value > 0 else 0
-    if isinstance(value, float) and math.isfinite(value) and value > 0:
+        return value if 0 < value <= _MAX_COUNT else 0
+    if isinstance(value, float) and math.isfinite(value) and 0 < value <= _MAX_COUNT:
         return int(value)
     return 0
+
+
+def _usd(value: object) -> float | None:
+    """A cost from JSON, or None unless it is a finite number >= 0."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        usd = float(value)
+    except OverflowError:  # an integer too large for a float
+        return None
+    return usd if math.isfinite(usd) and usd >= 0 else None
 
 
 def _api_usage(raw: object) -> tuple[TokenUsage, int]:
@@ -87,8 +103,8 @@ def _model_usage_total(raw: object) -> TokenUsage | None:
 def _model_usage_cost(raw: object) -> float | None:
     if not isinstance(raw, dict):
         return None
-    costs = [e.get("costUSD") for e in raw.values() if isinstance(e, dict)]
-    numbers = [float(c) for c in costs if isinstance(c, int | float) and not isinstance(c, bool)]
+    costs = [_usd(e.get("costUSD")) for e in raw.values() if isinstance(e, dict)]
+    numbers = [c for c in costs if c is not None]
     return sum(numbers) if numbers else None
 
 
@@ -269,9 +285,9 @@ class UsageTracker:
         else:
             final = self._live  # the result carries no figures: nothing better to end on
         self._final = final
-        total_cost = data.get("total_cost_usd")
-        if isinstance(total_cost, int | float) and not isinstance(total_cost, bool):
-            self._final_cost, self._final_cost_is_estimate = float(total_cost), False
+        total_cost = _usd(data.get("total_cost_usd"))
+        if total_cost is not None:
+            self._final_cost, self._final_cost_is_estimate = total_cost, False
             return
         per_model = _model_usage_cost(data.get("modelUsage"))
         if per_model is not None:

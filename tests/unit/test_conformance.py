@@ -1,0 +1,77 @@
+"""Every shared stream-json fixture, fed line by line as bytes, gives the MANIFEST's figures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from budget_core import TokenUsage, UsageTracker
+
+FIXTURES = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures" / "stream-json"
+MANIFEST = FIXTURES / "MANIFEST.json"
+EXPECTED_FIXTURE_COUNT = 17
+SKIP_REASON = f"shared stream-json fixtures not found at {FIXTURES} (the repo's sibling ../shared)"
+
+pytestmark = pytest.mark.skipif(not MANIFEST.is_file(), reason=SKIP_REASON)
+
+
+def _manifest() -> dict[str, dict[str, Any]]:
+    fixtures: dict[str, dict[str, Any]] = json.loads(MANIFEST.read_text(encoding="utf-8"))[
+        "fixtures"
+    ]
+    return fixtures
+
+
+def _fixture_names() -> list[str]:
+    return sorted(_manifest()) if MANIFEST.is_file() else ["<fixtures absent>"]
+
+
+def _is_result_line(line: bytes) -> bool:
+    try:
+        data = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(data, dict) and data.get("type") == "result"
+
+
+def _as_usage(expected: dict[str, int]) -> TokenUsage:
+    return TokenUsage(
+        input=expected["input"],
+        output=expected["output"],
+        cache_creation=expected["cache_creation"],
+        cache_read=expected["cache_read"],
+    )
+
+
+def test_manifest_lists_every_fixture_file() -> None:
+    names = set(_manifest())
+    assert len(names) == EXPECTED_FIXTURE_COUNT
+    on_disk = {p.name for p in FIXTURES.glob("*.jsonl")}
+    assert names == on_disk
+
+
+@pytest.mark.parametrize("name", _fixture_names())
+def test_fixture_conforms_to_manifest(name: str) -> None:
+    expected = _manifest()[name]
+    tracker = UsageTracker()
+    live_before_result: TokenUsage | None = None
+    for line in (FIXTURES / name).read_bytes().splitlines(keepends=True):
+        if live_before_result is None and _is_result_line(line):
+            live_before_result = tracker.usage
+        tracker.feed_line(line)
+
+    if expected["final"] is not None:
+        assert tracker.usage == _as_usage(expected["final"])
+        assert tracker.is_final
+    if expected["live_before_result"] is not None:
+        assert live_before_result == _as_usage(expected["live_before_result"])
+    if expected["cost_usd"] is None:
+        assert tracker.cost_is_estimate
+    else:
+        assert tracker.cost_usd == pytest.approx(expected["cost_usd"], abs=1e-9)
+        assert not tracker.cost_is_estimate
+    assert tracker.is_error is expected["is_error"]
+    assert tracker.skipped_lines == 0  # every fixture line is well-formed JSON
