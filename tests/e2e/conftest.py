@@ -1,0 +1,55 @@
+"""Fixtures for end-to-end tests with the real Claude Code CLI and a fake Messages API."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from claude_cli import CliEnvFactory, ensure_claude_cli
+from claude_cli import cli_env as make_cli_env
+from fake_api import FakeAnthropicAPI
+
+
+@pytest.fixture(scope="session")
+def claude_bin() -> Path:
+    """The pinned real `claude` executable; installs it on first use, else skips."""
+    path, reason = ensure_claude_cli()
+    if path is None:
+        pytest.skip(f"Claude Code CLI unavailable: {reason}")
+    return path
+
+
+@pytest.fixture
+def fake_api() -> Iterator[FakeAnthropicAPI]:
+    """A started fake Messages API; on failure, its request log helps (see request_summaries)."""
+    with FakeAnthropicAPI() as fake:
+        yield fake
+
+
+@pytest.fixture
+def cli_workdir(tmp_path: Path) -> Path:
+    """An empty working directory for CLI runs."""
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    return workdir
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path) -> CliEnvFactory:
+    """Factory: cli_env(base_url, max_retries=1, timeout_ms=3000) -> environment dict.
+
+    Each call gets its own scratch HOME and TMPDIR under tmp_path, so parallel CLI processes
+    share nothing.
+    """
+    counter = itertools.count(1)
+
+    def factory(base_url: str, **options: int) -> dict[str, str]:
+        scratch = tmp_path / f"cli-{next(counter)}"
+        home, tmp = scratch / "home", scratch / "tmp"
+        home.mkdir(parents=True)
+        tmp.mkdir()
+        return make_cli_env(base_url, home, tmp, **options)
+
+    return factory
