@@ -161,43 +161,55 @@ def _budgets(args: argparse.Namespace, base: BudgetConfig) -> BudgetConfig:
         for text in args.command_cost_budget:
             spec = parse_budget_spec(text, Unit.USD)
             usd[spec.key] = spec.limit
-        overall_tokens = base.overall_tokens
-        if args.overall_token_budget is not None:
-            overall_tokens = int(parse_limit(args.overall_token_budget, Unit.TOKENS))
-        overall_usd = base.overall_usd
-        if args.overall_cost_budget is not None:
-            overall_usd = parse_limit(args.overall_cost_budget, Unit.USD)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    overall_tokens = base.overall_tokens
+    if args.overall_token_budget is not None:
+        overall_tokens = int(
+            _flag_limit("--overall-token-budget", args.overall_token_budget, Unit.TOKENS)
+        )
+    overall_usd = base.overall_usd
+    if args.overall_cost_budget is not None:
+        overall_usd = _flag_limit("--overall-cost-budget", args.overall_cost_budget, Unit.USD)
     mode = base.mode
     if args.budget_enforcement_mode is not None:
         mode = check_mode(args.budget_enforcement_mode, "--budget-enforcement-mode")
     return BudgetConfig(overall_tokens, overall_usd, tokens, usd, mode)
 
 
+def _flag_limit(flag: str, text: str, unit: Unit) -> float:
+    try:
+        return parse_limit(text, unit)
+    except ValueError as exc:
+        raise ConfigError(f"{flag}: {exc}") from None
+
+
 def resolve_claude(args: argparse.Namespace) -> tuple[str, ...]:
     if args.demo:
         return (sys.executable, str(SIMULATOR))
     given = args.claude_bin or os.environ.get("ORCHESTRATOR_CLAUDE_BIN") or "claude"
-    origin = (
-        "--claude-bin"
-        if args.claude_bin
-        else ("ORCHESTRATOR_CLAUDE_BIN" if os.environ.get("ORCHESTRATOR_CLAUDE_BIN") else "PATH")
-    )
+    if args.claude_bin:
+        origin = " (from --claude-bin)"
+    elif os.environ.get("ORCHESTRATOR_CLAUDE_BIN"):
+        origin = " (from ORCHESTRATOR_CLAUDE_BIN)"
+    else:
+        origin = ""
     if os.sep not in given:
         found = shutil.which(given)
         if found is None:
             raise ConfigError(
-                f"claude executable {given!r} not found on PATH "
+                f"claude executable {given!r}{origin} not found on PATH "
                 "(install Claude Code, or use --claude-bin / ORCHESTRATOR_CLAUDE_BIN)"
             )
         return (found,)
     path = Path(given)
     if not path.exists():
-        raise ConfigError(f"claude executable {given} (from {origin}) does not exist")
+        raise ConfigError(f"claude executable {given}{origin} does not exist")
     if path.is_dir() or not os.access(path, os.X_OK):
-        raise ConfigError(f"claude executable {given} (from {origin}) is not executable")
-    return (str(path),)
+        raise ConfigError(f"claude executable {given}{origin} is not executable")
+    # Absolute: Path() drops a leading "./" (then exec searches PATH), and a relative path
+    # would be resolved again against --workspace, the instances' working directory.
+    return (os.path.abspath(given),)
 
 
 def build_run(args: argparse.Namespace) -> RunConfig:
@@ -275,21 +287,43 @@ def _run_tui(orchestrator: Orchestrator) -> int:
     app = build_app(orchestrator, run=lambda: _run_in_app(orchestrator, app.exit))
     result = app.run()
     if result is None:
-        # The app ended without the run's result (e.g. the terminal went away): stop cleanly.
-        orchestrator.stop_all()
-        return orchestrator.exit_code()
+        # The app ended without the run's result (it failed): its event loop is gone, so
+        # nothing can wait for the instances any more. Kill them now, none may outlive us.
+        orchestrator.kill_now("stopped: the monitor ended before the run did")
+        return orchestrator.exit_code() if orchestrator.interrupted_by else 1
     return int(result)
 
 
 async def _run_in_app(orchestrator: Orchestrator, exit_app: Callable[[int], None]) -> int:
     """The run inside Textual's loop; a closed terminal (SIGHUP) or SIGTERM stops children."""
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        loop.add_signal_handler(sig, orchestrator.interrupt, sig)
+    loop.add_signal_handler(signal.SIGTERM, orchestrator.interrupt, signal.SIGTERM)
+    terminal_fds = [fd for fd in (0, 1, 2) if os.isatty(fd)]
+
+    def hangup(signum: int, _frame: object) -> None:
+        # Handled at once, not later in the loop: when the terminal closes, the kernel also
+        # sends SIGCONT, on which Textual restarts its output thread; if that thread meets
+        # the dead terminal it dies, and the app then blocks for ever on its full queue
+        # (the run never ends, the summary is never written). /dev/null takes the
+        # terminal's place first, so every later write just goes nowhere.
+        _detach_dead_terminal(terminal_fds)
+        loop.call_soon_threadsafe(orchestrator.interrupt, signum)
+
+    signal.signal(signal.SIGHUP, hangup)
     code = await orchestrator.run()
     if orchestrator.interrupted_by is not None:
         exit_app(code)
     return code
+
+
+def _detach_dead_terminal(fds: Sequence[int]) -> None:
+    """Point each of ``fds`` that was a terminal and is one no longer (hung up) at /dev/null."""
+    dead = [fd for fd in fds if not os.isatty(fd)]
+    if dead:
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in dead:
+            os.dup2(null, fd)
+        os.close(null)
 
 
 def load_prices() -> PriceTable | None:

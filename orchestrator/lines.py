@@ -23,6 +23,8 @@ class LineAssembler:
         self.dropped_bytes = 0
 
     def feed(self, chunk: bytes) -> None:
+        if not chunk:
+            return  # nothing read: must not start a (phantom, empty) line
         lines = chunk.split(b"\n")
         if len(lines) == 1:
             self._append(chunk)

@@ -123,7 +123,7 @@ class Orchestrator:
         """Switch warn/block now; switching to block stops what an exceeded budget covers."""
         self._guard(self.budgets.set_mode, mode)
 
-    def stop_all(self) -> None:
+    def stop_all(self, reason: str = "stopped by request") -> None:
         """Cancel what has not started and stop what runs (SIGTERM, then SIGKILL)."""
         self._stop_requested.set()
         for inst in self._instances:
@@ -131,7 +131,7 @@ class Orchestrator:
                 inst.status = InstanceStatus.CANCELLED
                 inst.error = "cancelled before launch"
             else:
-                self._stop(inst, InstanceStatus.CANCELLED, "stopped by request")
+                self._stop(inst, InstanceStatus.CANCELLED, reason)
         self._emit(_STATE_CHANGED)
 
     def stop_instance(self, name: str) -> None:
@@ -152,12 +152,20 @@ class Orchestrator:
                     inst.process.signal_group(signal.SIGKILL)
             return
         self.interrupted_by = signum
-        self._notice(
-            NoticeKind.STOP,
-            f"{signal.Signals(signum).name} received: stopping every instance",
-            warning=True,
-        )
-        self.stop_all()
+        name = signal.Signals(signum).name
+        self._notice(NoticeKind.STOP, f"{name} received: stopping every instance", warning=True)
+        self.stop_all(f"interrupted by {name}")
+
+    def kill_now(self, reason: str) -> None:
+        """No event loop is left to stop instances gracefully (the monitor failed): kill every
+        live process group at once, so none outlives the orchestrator."""
+        for inst in self._instances:
+            if inst.status.is_done:
+                continue
+            if inst.process is not None:
+                inst.process.signal_group(signal.SIGKILL)
+            inst.status, inst.error = InstanceStatus.CANCELLED, reason
+            inst.ended_at = inst.ended_at if inst.ended_at is not None else self._clock()
 
     def snapshot(self) -> RunSnapshot:
         now = self._clock()
@@ -251,6 +259,7 @@ class Orchestrator:
     async def _launch_and_wait(self, inst: _Instance) -> None:
         argv = instance_argv(self.config, inst.spec)
         inst.started_at = self._clock()
+        inst.status = InstanceStatus.RUNNING  # starting: a stop now is applied once it has a pid
         try:
             inst.process = await ChildProcess.start(
                 argv,
@@ -264,7 +273,6 @@ class Orchestrator:
             inst.error = f"cannot start {argv[0]}: {exc.strerror or exc}"
             self._notice(NoticeKind.FAIL, f"{inst.name}: {inst.error}", warning=True)
             return
-        inst.status = InstanceStatus.RUNNING
         self._notice(
             NoticeKind.LAUNCH, f"{inst.name}: launched ({inst.key}), pid {inst.process.pid}"
         )
@@ -431,7 +439,8 @@ class Orchestrator:
             status=inst.status,
             usage=tracker.usage,
             cost_usd=tracker.cost_usd,
-            cost_is_estimate=tracker.cost_is_estimate,
+            # Nothing spent is nothing estimated (an instance blocked or not yet started).
+            cost_is_estimate=tracker.cost_is_estimate and bool(tracker.usage),
             final=tracker.is_final,
             elapsed_s=elapsed,
             pid=inst.process.pid if inst.process is not None else None,
