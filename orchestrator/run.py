@@ -107,6 +107,7 @@ class Orchestrator:
         self._listeners: list[RunListener] = []
         self._burn = {key: BurnRate() for key in self.budgets.keys}
         self._started_at: float | None = None
+        self._ended_at: float | None = None  # elapsed time stops with the run
         self._finished = False
         self._enforcement_ok = True
         self._stop_requested = asyncio.Event()
@@ -168,10 +169,13 @@ class Orchestrator:
             inst.ended_at = inst.ended_at if inst.ended_at is not None else self._clock()
 
     def snapshot(self) -> RunSnapshot:
-        now = self._clock()
+        now = self._ended_at if self._ended_at is not None else self._clock()
         budgets = self.budgets.snapshot()
         burn = []
         for key, meter in self._burn.items():
+            if self._finished:
+                burn.append(BurnView(key, 0.0, None))  # nothing runs: nothing burns
+                continue
             token_budget = next((b for b in budgets.for_key(key) if b.unit is Unit.TOKENS), None)
             left = meter.seconds_left(token_budget.remaining) if token_budget else None
             burn.append(BurnView(key, meter.per_minute(), left))
@@ -205,6 +209,7 @@ class Orchestrator:
             await asyncio.gather(*tasks)
         finally:
             sampler.cancel()
+            self._ended_at = self._clock()
             self._finished = True
             self._sample_now()
             self._emit(_STATE_CHANGED)

@@ -1,0 +1,87 @@
+"""Screenshots of the monitor at 120x35 and 80x24, driven by the scripted run.
+
+Regenerate with ``pytest tests/snapshots --snapshot-update`` and look at every image before
+accepting it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from textual.pilot import Pilot
+
+from budget_core import TokenUsage
+from orchestrator.state import InstanceStatus
+from tests.snapshots.scripted import ScriptedRun, demo_run, exceeded_in_warn, mid_run
+from tui.app import MonitorApp, build_app
+
+SIZES = pytest.mark.parametrize("size", [(120, 35), (80, 24)], ids=["120x35", "80x24"])
+Step = Callable[[ScriptedRun], None]
+Before = Callable[[Pilot[Any]], Awaitable[None]]
+
+
+def monitor(step: Step | None = None) -> tuple[MonitorApp, Before]:
+    """The app on a fresh demo run, and a ``run_before`` that plays ``step`` once mounted."""
+    run = demo_run()
+    app = build_app(run, clock=lambda: 0.0, animate=False)
+
+    async def before(pilot: Pilot[Any]) -> None:
+        if step is not None:
+            step(run)  # after mount, so the app hears every notice, as with a real run
+        await pilot.pause()
+        app.sync()  # do not wait for the refresh timer: the picture must not depend on timing
+
+    return app, before
+
+
+@SIZES
+def test_at_start(snap_compare: Any, size: tuple[int, int]) -> None:
+    app, before = monitor()
+    assert snap_compare(app, terminal_size=size, run_before=before)
+
+
+@SIZES
+def test_mid_run_green_yellow_red(snap_compare: Any, size: tuple[int, int]) -> None:
+    app, before = monitor(mid_run)
+    assert snap_compare(app, terminal_size=size, run_before=before)
+
+
+@SIZES
+def test_exceeded_in_warn_mode(snap_compare: Any, size: tuple[int, int]) -> None:
+    app, before = monitor(exceeded_in_warn)
+    assert snap_compare(app, terminal_size=size, run_before=before)
+
+
+@SIZES
+def test_block_after_pressing_m(snap_compare: Any, size: tuple[int, int]) -> None:
+    app, before = monitor(exceeded_in_warn)
+    assert snap_compare(app, press=["m"], terminal_size=size, run_before=before)
+
+
+@SIZES
+def test_quit_confirmation(snap_compare: Any, size: tuple[int, int]) -> None:
+    app, before = monitor(mid_run)
+    assert snap_compare(app, press=["q"], terminal_size=size, run_before=before)
+
+
+def test_help(snap_compare: Any) -> None:
+    app, before = monitor(mid_run)
+    assert snap_compare(app, press=["question_mark"], terminal_size=(80, 24), run_before=before)
+
+
+def test_finished_without_enforcement(snap_compare: Any) -> None:
+    def failed_then_finished(run: ScriptedRun) -> None:
+        mid_run(run)
+        run.fail_enforcement("a budget callback raised")
+        run.launch("analyze-docs")
+        run.tick(20)
+        run.charge("analyze-docs", TokenUsage(20_000, 9_000, 3_000, 22_000), 0.2040)
+        for name in ("analyze-src", "analyze-docs", "review-api", "review-ui"):
+            run.finish(name)
+        run.finish("test-e2e", InstanceStatus.FAILED, "exit code 1")
+        run.end()
+
+    app, before = monitor(failed_then_finished)
+    assert snap_compare(app, terminal_size=(120, 35), run_before=before)

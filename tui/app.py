@@ -1,0 +1,274 @@
+"""The Textual monitor of a run: draws what the RunControl reports, asks it to act.
+
+It never parses claude output and never decides enforcement. Updates are coalesced: the run's
+listener only marks the view dirty, and a timer re-reads the snapshot at most
+``1 / refresh_interval`` times a second. Notices (low rate) go straight to the event log.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import ClassVar, Protocol
+
+from textual.app import App, ComposeResult
+from textual.binding import Binding, BindingType
+from textual.reactive import reactive
+from textual.widgets import Footer
+
+from orchestrator.state import Notice, RunControl, RunEvent, RunSnapshot
+from tui.budgets import BudgetPanel
+from tui.eventlog import EventLog
+from tui.header import EnforcementBanner, Phase, StatusLine
+from tui.instances import InstanceTable
+from tui.messages import NoticeReceived, RunFinished
+from tui.screens import ConfirmQuit, HelpScreen
+
+RunCoroutine = Callable[[], Awaitable[int]]
+Clock = Callable[[], float]
+
+INTERRUPTED = 130  # what run_tui returns when the app closed before the run could finish
+IDLE_REFRESH_S = 1.0  # re-read this often even without events, so elapsed times keep ticking
+
+
+class MonitorApp(App[int]):
+    """Use ``build_app`` to make one."""
+
+    CSS_PATH = Path(__file__).with_name("monitor.tcss")
+    TITLE = "claude budget monitor"
+    ENABLE_COMMAND_PALETTE = False
+    # Screen classes for the stylesheet. No ClassVar: Textual declares these as
+    # ``ClassVar[...] | None``, which mypy reads as instance variables.
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]  # noqa: RUF012
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (30, "-tall")]  # noqa: RUF012
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding(
+            "m",
+            "toggle_mode",
+            "Warn/Block",
+            id="monitor.toggle-mode",
+            tooltip="flip enforcement between WARN and BLOCK",
+        ),
+        Binding(
+            "s",
+            "stop_selected",
+            "Stop",
+            id="monitor.stop-instance",
+            tooltip="stop the instance selected in the table",
+        ),
+        Binding(
+            "question_mark",
+            "help",
+            "Help",
+            id="monitor.help",
+            tooltip="show this help",
+        ),
+        Binding(
+            "q",
+            "quit",
+            "Quit",
+            id="monitor.quit",
+            tooltip="quit (asks first while instances run)",
+        ),
+    ]
+
+    run_snapshot: reactive[RunSnapshot | None] = reactive[RunSnapshot | None](None, init=False)
+    phase: reactive[Phase] = reactive(Phase.LIVE, init=False)
+    exit_code: reactive[int | None] = reactive[int | None](None, init=False)
+    enforcement_failed: reactive[bool] = reactive(False, init=False)
+
+    def __init__(
+        self,
+        control: RunControl,
+        *,
+        run: RunCoroutine | None = None,
+        clock: Clock | None = None,
+        animate: bool = True,
+        refresh_interval: float = 0.1,
+    ) -> None:
+        if refresh_interval <= 0:
+            raise ValueError(f"refresh_interval must be > 0 seconds, not {refresh_interval!r}")
+        super().__init__()
+        if not animate:
+            self.animation_level = "none"
+        self.control = control
+        self._run = run
+        self._clock = clock or time.monotonic
+        self._refresh_interval = refresh_interval
+        self._dirty = True
+        self._last_read = float("-inf")
+        self._run_done = False
+        self._quit_requested = False
+        self._unsubscribe: Callable[[], None] | None = None
+        self.run_error: BaseException | None = None
+
+    # -- layout ---------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield StatusLine().data_bind(
+            MonitorApp.run_snapshot, MonitorApp.phase, MonitorApp.exit_code
+        )
+        yield EnforcementBanner().data_bind(failed=MonitorApp.enforcement_failed)
+        yield BudgetPanel().data_bind(MonitorApp.run_snapshot)
+        yield InstanceTable().data_bind(MonitorApp.run_snapshot)
+        yield EventLog()
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self._unsubscribe = self.control.subscribe(self._on_run_event)
+        self.sync()
+        self.set_interval(self._refresh_interval, self._tick, name="refresh")
+        self.query_one(InstanceTable).focus()
+        if self._run is not None:
+            self.run_worker(self._drive(self._run), name="run", group="run")
+
+    def on_unmount(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+
+    # -- state in -------------------------------------------------------------------------
+
+    def _on_run_event(self, event: RunEvent) -> None:
+        """The run's listener: may be called thousands of times a second, so it only marks."""
+        self._dirty = True
+        if isinstance(event, Notice):
+            self.post_message(NoticeReceived(event))
+
+    def _tick(self) -> None:
+        idle_due = self.phase is Phase.LIVE and self._clock() - self._last_read >= IDLE_REFRESH_S
+        if self._dirty or idle_due:
+            self.sync()
+
+    def sync(self) -> None:
+        """Re-read the run's snapshot now and redraw what changed."""
+        self._dirty = False
+        self._last_read = self._clock()
+        snapshot = self.control.snapshot()
+        self.run_snapshot = snapshot
+        self.enforcement_failed = not snapshot.enforcement_ok
+        if self._run is None and snapshot.finished and self.phase is Phase.LIVE:
+            self.phase = Phase.FINISHED
+
+    def on_notice_received(self, message: NoticeReceived) -> None:
+        self.query_one(EventLog).add(message.notice)
+
+    async def _drive(self, run: RunCoroutine) -> None:
+        """Run the orchestrator inside this event loop; tell the app how it ended."""
+        try:
+            code = await run()
+        except Exception as error:  # close the app and hand the error back to run_tui
+            self.post_message(RunFinished(None, error))
+        else:
+            self.post_message(RunFinished(code))
+
+    def on_run_finished(self, message: RunFinished) -> None:
+        self._run_done = True
+        self.exit_code = message.exit_code
+        self.phase = Phase.FINISHED
+        self.sync()
+        if message.error is not None:
+            self.run_error = message.error
+            self.exit(None)  # the run gave no exit code; run_tui raises its error instead
+        elif self._quit_requested:
+            self.exit(message.exit_code)
+
+    # -- intents out ----------------------------------------------------------------------
+
+    def action_toggle_mode(self) -> None:
+        current = self.control.snapshot().mode  # not the drawn one, which may be a tick old
+        self.control.set_enforcement_mode("block" if current == "warn" else "warn")
+        self.sync()  # the user asked: show the answer now, not at the next tick
+
+    def action_stop_selected(self) -> None:
+        name = self.query_one(InstanceTable).selected_instance()
+        snapshot = self.run_snapshot
+        view = next((i for i in snapshot.instances if i.name == name), None) if snapshot else None
+        if view is None:
+            self.notify("no instance selected", severity="warning")
+            return
+        if view.status.is_done:
+            self.notify(f"{view.name} is already {view.status.value}", severity="warning")
+            return
+        self.control.stop_instance(view.name)
+        self.sync()
+
+    def action_help(self) -> None:
+        keys = [
+            (self.get_key_display(b), b.tooltip or b.description)
+            for b in self.BINDINGS
+            if isinstance(b, Binding)
+        ]
+        keys.insert(-1, ("↑ ↓", "select an instance in the table"))
+        self.push_screen(HelpScreen(keys))
+
+    async def action_quit(self) -> None:
+        """``q`` (and ctrl+q): ask first while instances run, then stop them and wait."""
+        if self.phase is Phase.STOPPING:
+            self.notify("stopping instances; the monitor closes when they have ended")
+            return
+        if self._run_done:
+            self.exit(self.exit_code)
+            return
+        snapshot = self.control.snapshot()
+        if snapshot.finished and not snapshot.running:
+            if self._run is None:
+                self.exit(None)
+            else:
+                self._quit_requested = True  # the run is wrapping up; exit with its code
+            return
+        self.push_screen(ConfirmQuit(len(snapshot.running)), self._quit_answered)
+
+    def _quit_answered(self, confirmed: bool | None) -> None:
+        if not confirmed:
+            return
+        if self._run_done:
+            self.exit(self.exit_code)
+            return
+        self._quit_requested = True
+        self.phase = Phase.STOPPING
+        self.control.stop_all()
+        self.sync()
+        if self._run is None:
+            self.exit(None)  # nothing to wait for: a bare control has no exit code to give
+
+
+def build_app(
+    control: RunControl,
+    *,
+    run: RunCoroutine | None = None,
+    clock: Clock | None = None,
+    animate: bool = True,
+    refresh_interval: float = 0.1,
+) -> MonitorApp:
+    """The monitor of ``control``; with ``run``, the app also runs it and returns its exit code.
+
+    ``clock`` paces the idle refresh (tests pass a fixed one); ``animate=False`` turns off
+    every animation so that screenshots are deterministic.
+    """
+    return MonitorApp(
+        control, run=run, clock=clock, animate=animate, refresh_interval=refresh_interval
+    )
+
+
+class RunnableControl(RunControl, Protocol):
+    async def run(self) -> int: ...
+
+
+def run_tui(control: RunnableControl | RunControl, run: RunCoroutine | None = None) -> int:
+    """Run the monitor in this thread until the user quits; return the run's exit code.
+
+    ``run`` defaults to ``control.run``. An error raised by the run is raised again here,
+    once the terminal has been given back.
+    """
+    if run is None:
+        run = getattr(control, "run", None)
+        if run is None:
+            raise TypeError("run_tui needs a run coroutine, or a control with a run() method")
+    app = build_app(control, run=run)
+    code = app.run()
+    if app.run_error is not None:
+        raise app.run_error
+    return INTERRUPTED if code is None else code

@@ -1,0 +1,115 @@
+"""One row per budget: name, bar coloured by level, percent, used/limit, level word, burn."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.reactive import reactive
+from textual.widgets import Label, ProgressBar
+from textual.widgets._progress_bar import Bar  # not exported; textual is pinned exactly
+
+from budget_core import BudgetLevel, BudgetState, Unit
+from orchestrator.state import BurnView, RunSnapshot
+from tui.format import budget_name, left_text, level_word, percent_text, rate_text, used_text
+
+BudgetId = tuple[str, Unit]
+
+
+class FittedBar(Bar):
+    """A Bar that rounds its fill again when its width changes.
+
+    Textual's Bar rounds the percentage to the width it has when the value is set; a bar
+    filled before its final layout would keep a fill rounded for another width.
+    """
+
+    def on_resize(self) -> None:
+        if isinstance(self.parent, ProgressBar):
+            self.percentage = self.parent.percentage
+
+
+class LevelBar(ProgressBar):
+    """The bar part only: our percent goes past 100%, and nothing ticks or animates."""
+
+    def __init__(self) -> None:
+        super().__init__(show_eta=False, show_percentage=False)
+
+    def compose(self) -> ComposeResult:
+        yield FittedBar(id="bar").data_bind(ProgressBar.percentage)
+
+
+class BudgetRow(Horizontal):
+    """A budget at one moment; its level is the CSS class (``-ok`` … ``-exceeded``)."""
+
+    budget: reactive[BudgetState] = reactive[BudgetState](
+        BudgetState("", Unit.TOKENS, 1, 0, BudgetLevel.OK)
+    )
+    burn: reactive[BurnView | None] = reactive[BurnView | None](None)
+
+    def __init__(self, budget: BudgetState, burn: BurnView | None) -> None:
+        super().__init__()
+        self.set_reactive(BudgetRow.budget, budget)
+        self.set_reactive(BudgetRow.burn, burn)
+
+    def compose(self) -> ComposeResult:
+        yield Label(classes="name", markup=False)
+        yield LevelBar()
+        yield Label(classes="percent")
+        yield Label(classes="used", markup=False)
+        yield Label(classes="level")
+        yield Label(classes="rate", markup=False)
+        yield Label(classes="left", markup=False)
+
+    def on_mount(self) -> None:
+        self._draw()  # set_reactive in __init__ skips the first watch, so draw once here
+
+    def watch_budget(self) -> None:
+        self._draw()
+
+    def watch_burn(self) -> None:
+        self._draw()
+
+    def _draw(self) -> None:
+        budget, burn = self.budget, self.burn
+        for level in BudgetLevel:
+            self.set_class(budget.level is level, f"-{level.value}")
+        if not self.children:
+            return  # not composed yet: on_mount draws
+        self.query_one(".name", Label).update(budget_name(budget))
+        bar = self.query_one(ProgressBar)
+        bar.update(total=budget.limit, progress=min(budget.used, budget.limit))
+        self.query_one(".percent", Label).update(percent_text(budget))
+        self.query_one(".used", Label).update(used_text(budget))
+        self.query_one(".level", Label).update(level_word(budget))
+        self.query_one(".rate", Label).update(rate_text(burn))
+        self.query_one(".left", Label).update(left_text(budget, burn))
+
+
+class BudgetPanel(Vertical):
+    """Every budget of the run, overall first, in the order the run reports them."""
+
+    run_snapshot: reactive[RunSnapshot | None] = reactive[RunSnapshot | None](None)
+
+    def __init__(self) -> None:
+        super().__init__(id="budgets")
+        self.border_title = "Budgets"
+        self._rows: dict[BudgetId, BudgetRow] = {}
+
+    def compose(self) -> ComposeResult:
+        yield Label("no budgets: spend is counted, nothing is enforced", id="no-budgets")
+
+    def watch_run_snapshot(self, snapshot: RunSnapshot | None) -> None:
+        if snapshot is None:
+            return
+        budgets = snapshot.budgets.budgets
+        ids = [(b.key, b.unit) for b in budgets]
+        if ids != list(self._rows):
+            # The set of budgets is fixed for a run in practice; rebuild rather than diff.
+            self.query(BudgetRow).remove()
+            self._rows = {(b.key, b.unit): BudgetRow(b, snapshot.burn_for(b.key)) for b in budgets}
+            self.mount_all(self._rows.values())
+            self.set_class(bool(budgets), "-has-budgets")
+            return
+        for budget in budgets:
+            row = self._rows[(budget.key, budget.unit)]
+            row.budget = budget
+            row.burn = snapshot.burn_for(budget.key)
