@@ -356,7 +356,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging(args.quiet)
     palette = Palette(use_colour(sys.stdout, args.no_color))
     for key in unused_budget_keys(run):
-        log.warning(f"warning: budget {key} applies to no instance (its key matches none)")
+        log.warning(f"WARNING budget {key} applies to no instance (no instance's key is {key})")
     orchestrator = Orchestrator(run, budgets=manager, prices=prices)
     use_tui = args.tui and sys.stdout.isatty()
     if args.tui and not use_tui:
@@ -390,6 +390,7 @@ def _finish(
     orchestrator: Orchestrator, code: int, args: argparse.Namespace, palette: Palette
 ) -> int:
     snapshot = orchestrator.snapshot()
+    meaning = None
     if args.summary_json:
         try:
             write_summary_json(Path(args.summary_json), summary_dict(snapshot, code))
@@ -399,8 +400,9 @@ def _finish(
                 f"{exc.strerror or exc}",
                 file=sys.stderr,
             )
-            code = code or 1
-    print(summary_report(snapshot, code, palette), flush=True)
+            if code == 0:
+                code, meaning = 1, "every instance succeeded, but the summary JSON was not written"
+    print(summary_report(snapshot, code, palette, meaning), flush=True)
     return code
 
 

@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import signal
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from orchestrator.lines import LineAssembler
 
 STDERR_TAIL_BYTES = 8192
+_PR_SET_PDEATHSIG = 1
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
 # After the main process exits, how long its pipes may stay open (held by a grandchild)
 # before the rest of its process group is killed so the run can end.
 PIPE_CLOSE_GRACE_S = 2.0
@@ -63,6 +67,24 @@ class _Protocol(asyncio.SubprocessProtocol):
         return bytes(self._stderr[-STDERR_TAIL_BYTES:]).decode("utf-8", errors="replace")
 
 
+def _die_with_parent(parent: int) -> Callable[[], None] | None:
+    """In the child, before exec: be killed if the orchestrator dies, even by SIGKILL.
+
+    Signals and our own cleanup cover every other way the orchestrator ends; this covers
+    the one no handler sees. (Linux only; elsewhere a SIGKILLed orchestrator can orphan.)
+    """
+    libc = _LIBC
+    if libc is None:
+        return None
+
+    def arrange() -> None:
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return arrange
+
+
 class ChildProcess:
     """A started child. ``wait()`` returns once it has exited and its output is all read."""
 
@@ -95,6 +117,7 @@ class ChildProcess:
             cwd=cwd,
             env=env,
             start_new_session=True,  # its own process group: we can stop it and its children
+            preexec_fn=_die_with_parent(os.getpid()),
         )
         return cls(transport, protocol)
 

@@ -127,7 +127,9 @@ def progress_report(snapshot: RunSnapshot, palette: Palette) -> str:
     return "\n".join(lines)
 
 
-def summary_report(snapshot: RunSnapshot, exit_code: int, palette: Palette) -> str:
+def summary_report(
+    snapshot: RunSnapshot, exit_code: int, palette: Palette, meaning: str | None = None
+) -> str:
     """The final table: per instance exact tokens by kind, cost and time; then the budgets."""
     headers: tuple[str, ...] = ("instance", "budget", "status", "input", "output")
     headers += ("cache_w", "cache_r", "total", "cost", "time")
@@ -197,7 +199,7 @@ def summary_report(snapshot: RunSnapshot, exit_code: int, palette: Palette) -> s
         lines.append(
             palette.paint("  budget enforcement was OFF after the budget system failed", "bold_red")
         )
-    meaning = EXIT_MEANINGS.get(exit_code, "")
+    meaning = meaning or EXIT_MEANINGS.get(exit_code, "")
     lines.append(f"Exit status {exit_code}" + (f": {meaning}" if meaning else ""))
     return "\n".join(lines)
 
