@@ -132,9 +132,14 @@ class BudgetManager:
     def __init__(self, mode: Mode = "warn") -> None:
         self._mode: Mode = _check_mode(mode)
         self._budgets: dict[tuple[str, Unit], _Budget] = {}
-        self._spend: dict[str, KeySpend] = {}
-        self._total = KeySpend()
+        # Usage and cost kept apart (not as KeySpend) so a charge builds as few objects as
+        # possible: it runs for every line that changes a count.
+        self._usage: dict[str, TokenUsage] = {}
+        self._cost: dict[str, float] = {}
+        self._total_usage = ZERO
+        self._total_cost = 0.0
         self._subscribers: list[Subscriber] = []
+        self._charged: dict[str, tuple[_Budget, ...]] = {}  # key -> budgets a charge moves
 
     # -- configuration -------------------------------------------------------------------
 
@@ -154,6 +159,7 @@ class BudgetManager:
             budget = _Budget(key, unit, float(limit) if unit is Unit.USD else int(limit))
             budget.level = level_for(self._used(key, unit), budget.limit)
             self._budgets[(key, unit)] = budget
+            self._charged.clear()
 
     def set_overall(self, tokens: int | None = None, usd: float | None = None) -> None:
         self.set_budget(OVERALL, tokens=tokens, usd=usd)
@@ -190,29 +196,35 @@ class BudgetManager:
         """Charge a delta to ``key`` and to the overall total; returns the crossings it caused."""
         if not usage_delta and not cost_delta:
             return []
-        spent = self._spend.get(key, KeySpend())
-        self._spend[key] = KeySpend(spent.usage + usage_delta, spent.cost_usd + cost_delta)
-        self._total = KeySpend(self._total.usage + usage_delta, self._total.cost_usd + cost_delta)
-        crossings = [
-            crossing
-            for budget_key in ((OVERALL, key) if key != OVERALL else (OVERALL,))
-            for unit in Unit
-            if (crossing := self._relevel(budget_key, unit)) is not None
-        ]
+        usage = self._usage[key] = self._usage.get(key, ZERO) + usage_delta
+        cost = self._cost[key] = self._cost.get(key, 0.0) + cost_delta
+        total_usage = self._total_usage = self._total_usage + usage_delta
+        total_cost = self._total_cost = self._total_cost + cost_delta
+        crossings = []
+        for budget in self._charged_budgets(key):
+            if budget.unit is Unit.TOKENS:
+                used: float = (total_usage if budget.key == OVERALL else usage).total
+            else:
+                used = total_cost if budget.key == OVERALL else cost
+            level = level_for(used, budget.limit)
+            if level is not budget.level:
+                previous, budget.level = budget.level, level
+                state = BudgetState(budget.key, budget.unit, budget.limit, used, level)
+                crossings.append(LevelCrossed(state, previous))
         self._emit(SpendChanged(key, instance))
         for crossing in crossings:
             self._emit(crossing)
         return crossings
 
-    def _relevel(self, key: str, unit: Unit) -> LevelCrossed | None:
-        budget = self._budgets.get((key, unit))
-        if budget is None:
-            return None
-        level = level_for(self._used(key, unit), budget.limit)
-        if level is budget.level:
-            return None
-        previous, budget.level = budget.level, level
-        return LevelCrossed(self._state(budget), previous)
+    def _charged_budgets(self, key: str) -> tuple[_Budget, ...]:
+        """The budgets a charge to ``key`` counts against: overall's, then its own (cached:
+        this is on the per-line path)."""
+        budgets = self._charged.get(key)
+        if budgets is None:
+            keys = (OVERALL, key) if key != OVERALL else (OVERALL,)
+            found = (self._budgets.get((k, unit)) for k in keys for unit in Unit)
+            budgets = self._charged[key] = tuple(b for b in found if b is not None)
+        return budgets
 
     # -- reading -------------------------------------------------------------------------
 
@@ -240,8 +252,10 @@ class BudgetManager:
         return BudgetSnapshot(
             mode=self._mode,
             budgets=tuple(self._state(b) for b in self._ordered()),
-            spend=MappingProxyType(dict(self._spend)),
-            total=self._total,
+            spend=MappingProxyType(
+                {key: KeySpend(usage, self._cost[key]) for key, usage in self._usage.items()}
+            ),
+            total=KeySpend(self._total_usage, self._total_cost),
         )
 
     def _ordered(self) -> list[_Budget]:
@@ -249,8 +263,9 @@ class BudgetManager:
         return [b for b in budgets if b.key == OVERALL] + [b for b in budgets if b.key != OVERALL]
 
     def _used(self, key: str, unit: Unit) -> float:
-        spent = self._total if key == OVERALL else self._spend.get(key, KeySpend())
-        return spent.usage.total if unit is Unit.TOKENS else spent.cost_usd
+        if unit is Unit.TOKENS:
+            return (self._total_usage if key == OVERALL else self._usage.get(key, ZERO)).total
+        return self._total_cost if key == OVERALL else self._cost.get(key, 0.0)
 
     def _state(self, budget: _Budget) -> BudgetState:
         used = self._used(budget.key, budget.unit)
