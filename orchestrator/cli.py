@@ -39,6 +39,7 @@ from orchestrator.palette import Palette, use_colour
 from orchestrator.report import HeadlessReporter, summary_report
 from orchestrator.run import Orchestrator, budget_manager_for
 from orchestrator.summary import check_writable, summary_dict, write_summary_json
+from orchestrator.threaded import ThreadedRun
 
 log = logging.getLogger("orchestrator")
 
@@ -284,20 +285,23 @@ async def _run_headless(orchestrator: Orchestrator, reporter: HeadlessReporter) 
 def _run_tui(orchestrator: Orchestrator) -> int:
     from tui.app import build_app  # only here: headless runs never import textual
 
-    app = build_app(orchestrator, run=lambda: _run_in_app(orchestrator, app.exit))
+    run = ThreadedRun(orchestrator)  # reading never holds up the monitor's keys
+    app = build_app(run, run=lambda: _run_in_app(run, app.exit))
     result = app.run()
     if result is None:
-        # The app ended without the run's result (it failed): its event loop is gone, so
-        # nothing can wait for the instances any more. Kill them now, none may outlive us.
+        # The app ended without the run's result (it failed, or the terminal went away
+        # first): nothing will wait for the instances any more. Kill them now, none may
+        # outlive us, and let the run's thread count what they printed.
         orchestrator.kill_now("stopped: the monitor ended before the run did")
+        run.finished.wait(timeout=10)
         return orchestrator.exit_code() if orchestrator.interrupted_by else 1
     return int(result)
 
 
-async def _run_in_app(orchestrator: Orchestrator, exit_app: Callable[[int], None]) -> int:
-    """The run inside Textual's loop; a closed terminal (SIGHUP) or SIGTERM stops children."""
+async def _run_in_app(run: ThreadedRun, exit_app: Callable[[int], None]) -> int:
+    """The run, awaited from Textual's loop; a closed terminal (SIGHUP) or SIGTERM stops it."""
     loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, orchestrator.interrupt, signal.SIGTERM)
+    loop.add_signal_handler(signal.SIGTERM, run.interrupt, signal.SIGTERM)
     terminal_fds = [fd for fd in (0, 1, 2) if os.isatty(fd)]
 
     def hangup(signum: int, _frame: object) -> None:
@@ -307,11 +311,11 @@ async def _run_in_app(orchestrator: Orchestrator, exit_app: Callable[[int], None
         # (the run never ends, the summary is never written). /dev/null takes the
         # terminal's place first, so every later write just goes nowhere.
         _detach_dead_terminal(terminal_fds)
-        loop.call_soon_threadsafe(orchestrator.interrupt, signum)
+        run.interrupt(signum)
 
     signal.signal(signal.SIGHUP, hangup)
-    code = await orchestrator.run()
-    if orchestrator.interrupted_by is not None:
+    code = await run.run()
+    if run.orchestrator.interrupted_by is not None:
         exit_app(code)
     return code
 

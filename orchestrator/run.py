@@ -165,6 +165,8 @@ class Orchestrator:
                 continue
             if inst.process is not None:
                 inst.process.signal_group(signal.SIGKILL)
+            # stop_as too: a run thread still reading them must not call them failed.
+            inst.stop_as, inst.stop_reason = InstanceStatus.CANCELLED, reason
             inst.status, inst.error = InstanceStatus.CANCELLED, reason
             inst.ended_at = inst.ended_at if inst.ended_at is not None else self._clock()
 

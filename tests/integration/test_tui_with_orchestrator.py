@@ -8,10 +8,13 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from budget_core import BudgetLevel
 from orchestrator.config import BudgetConfig, InstanceSpec, RunConfig
 from orchestrator.run import Orchestrator
 from orchestrator.state import InstanceStatus
+from orchestrator.threaded import ThreadedRun
 from tui.app import build_app
 from tui.header import ModeBadge
 
@@ -41,7 +44,10 @@ def group_gone(pid: int) -> bool:
     return False
 
 
-async def test_m_switches_the_real_run_to_block_and_stops_the_exceeded_budgets_instances() -> None:
+@pytest.mark.parametrize("threaded", [False, True], ids=["same-loop", "own-thread"])
+async def test_m_switches_the_real_run_to_block_and_stops_the_exceeded_budgets_instances(
+    threaded: bool,
+) -> None:
     config = RunConfig(
         instances=(slow_instance("hungry", "/hungry"), slow_instance("calm", "/calm")),
         budgets=BudgetConfig(command_tokens={"/hungry": 5_000, "/calm": 10_000_000}, mode="warn"),
@@ -49,7 +55,9 @@ async def test_m_switches_the_real_run_to_block_and_stops_the_exceeded_budgets_i
         stop_grace_s=2.0,
     )
     orchestrator = Orchestrator(config)
-    app = build_app(orchestrator, run=orchestrator.run, animate=False)
+    # own-thread is what `orchestrator --tui` runs: the run on a thread, the monitor apart.
+    control = ThreadedRun(orchestrator) if threaded else orchestrator
+    app = build_app(control, run=control.run, animate=False)
 
     def status(name: str) -> InstanceStatus:
         return next(i.status for i in orchestrator.snapshot().instances if i.name == name)
@@ -68,7 +76,7 @@ async def test_m_switches_the_real_run_to_block_and_stops_the_exceeded_budgets_i
         assert pid is not None
 
         await pilot.press("m")
-        assert orchestrator.budgets.mode == "block"
+        await wait_for(lambda: orchestrator.budgets.mode == "block", "block mode", timeout=2)
         assert str(app.query_one(ModeBadge).content) == "BLOCK"
 
         await wait_for(lambda: status("hungry").is_done, "hungry to stop")
@@ -77,5 +85,5 @@ async def test_m_switches_the_real_run_to_block_and_stops_the_exceeded_budgets_i
         # The other budget is fine: its instance keeps running.
         assert status("calm") is InstanceStatus.RUNNING
 
-        orchestrator.stop_all()
+        control.stop_all()
         await wait_for(lambda: orchestrator.snapshot().finished, "the run to end")
