@@ -189,6 +189,14 @@ def summary_report(
         lines.append("  * live count: no result line from the CLI, so not its final figures")
     if estimate:
         lines.append("  ~ cost estimated from the price table (the CLI reported no total_cost_usd)")
+        unknown = sorted(
+            {m for i in snapshot.instances if i.cost_is_estimate for m in i.unknown_models}
+        )
+        if unknown:
+            lines.append(
+                "    models not in the price table, estimated at default prices: "
+                + ", ".join(unknown)
+            )
     for i in snapshot.instances:
         if i.error and i.status is not InstanceStatus.SUCCEEDED:
             lines.append(f"  {i.name}: {i.error}")

@@ -453,6 +453,7 @@ class Orchestrator:
             pid=inst.process.pid if inst.process is not None else None,
             exit_code=inst.exit_code,
             error=inst.error,
+            unknown_models=tuple(sorted(tracker.unknown_models)),
         )
 
 

@@ -46,6 +46,7 @@ class InstanceView:
     pid: int | None = None
     exit_code: int | None = None
     error: str | None = None
+    unknown_models: tuple[str, ...] = ()  # priced with the default family for estimates
 
 
 @dataclass(frozen=True, slots=True)

@@ -259,3 +259,14 @@ def test_a_50_mb_line_is_streamed_through_without_holding_it(
     max_rss_kib = int(proc.stderr.strip().splitlines()[-1])
     assert max_rss_kib < MAX_RSS_KIB, f"orchestrator peaked at {max_rss_kib} KiB"
     claude.assert_no_process_left()
+
+
+def test_a_model_missing_from_the_price_table_is_named_in_the_summary(runner: Runner) -> None:
+    # No result line: the cost stays an estimate, made at the default family's prices.
+    sim = Sim(model="claude-mystery-9", fail="no-result")
+    config = runner.config([instance("odd", "/odd", sim), instance("known", "/known")])
+    result = runner.run("--config", str(config))
+    assert result.instance("odd")["cost_is_estimate"] is True
+    assert "models not in the price table, estimated at default prices: claude-mystery-9" in (
+        result.stdout
+    )
