@@ -17,7 +17,13 @@ from budget_core.budgets import (
     Unit,
 )
 from budget_core.burn import BurnRate
-from budget_core.formatting import format_percent, format_tokens, format_usd, render_bar
+from budget_core.formatting import (
+    format_clock,
+    format_percent,
+    format_tokens,
+    format_usd,
+    render_bar,
+)
 from budget_core.levels import BudgetLevel, level_for
 from budget_core.pricing import ModelPrices, PriceTable, default_price_table
 from budget_core.spec import BudgetSpec, parse_budget_spec, parse_limit
@@ -48,6 +54,7 @@ __all__ = [
     "Unit",
     "UsageTracker",
     "default_price_table",
+    "format_clock",
     "format_percent",
     "format_tokens",
     "format_usd",

@@ -37,6 +37,16 @@ def render_bar(used: float, limit: float, width: int = 20) -> str:
     return "[" + "#" * filled + "-" * (width - filled) + "]"
 
 
+def format_clock(seconds: float) -> str:
+    """``0:07``, ``12:34``, ``1:02:03``: a stopwatch reading (logs and the monitor alike)."""
+    total = max(int(seconds), 0)
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}:{minutes:02}:{secs:02}"
+    return f"{minutes}:{secs:02}"
+
+
 def format_percent(used: float, limit: float) -> str:
     if limit <= 0:
         return "inf%"

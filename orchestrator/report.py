@@ -9,6 +9,7 @@ from budget_core import (
     BudgetState,
     TokenUsage,
     Unit,
+    format_clock,
     format_percent,
     format_tokens,
     format_usd,
@@ -57,11 +58,6 @@ EXIT_MEANINGS = {
 }
 
 
-def clock_text(seconds: float) -> str:
-    minutes, secs = divmod(int(seconds), 60)
-    return f"{minutes}:{secs:02d}"
-
-
 def format_notice(notice: Notice, palette: Palette) -> str:
     kind = f"{notice.kind.upper():<6}"
     colour = _KIND_COLOURS.get(notice.kind)
@@ -69,7 +65,7 @@ def format_notice(notice: Notice, palette: Palette) -> str:
         kind = palette.level(kind, notice.level)
     else:
         kind = palette.paint(kind, colour)
-    return f"[{clock_text(notice.at_s)}] {kind} {notice.message}"
+    return f"[{format_clock(notice.at_s)}] {kind} {notice.message}"
 
 
 def budget_amounts(budget: BudgetState) -> str:
@@ -105,7 +101,7 @@ def instance_line(view: InstanceView, palette: Palette, name_width: int) -> str:
         f"    {view.name:<{name_width}} {status} {format_tokens(usage.total):>6} tokens"
         f" (in {format_tokens(usage.input)}, out {format_tokens(usage.output)},"
         f" cache {format_tokens(usage.cache_creation + usage.cache_read)})"
-        f"  {cost_text(view.cost_usd, view.cost_is_estimate)}  {clock_text(view.elapsed_s)}"
+        f"  {cost_text(view.cost_usd, view.cost_is_estimate)}  {format_clock(view.elapsed_s)}"
     )
 
 
@@ -113,7 +109,7 @@ def progress_report(snapshot: RunSnapshot, palette: Palette) -> str:
     done = sum(1 for i in snapshot.instances if i.status.is_done)
     total = snapshot.total_usage
     head = (
-        f"[{clock_text(snapshot.elapsed_s)}] "
+        f"[{format_clock(snapshot.elapsed_s)}] "
         + palette.paint("STATUS", "bold")
         + f" {snapshot.mode.upper()} mode, {len(snapshot.running)} running,"
         f" {done}/{len(snapshot.instances)} done, {format_tokens(total.total)} tokens,"
@@ -148,7 +144,7 @@ def summary_report(
                 f"{u.cache_read:,}",
                 f"{u.total:,}{live}",
                 cost_text(i.cost_usd, i.cost_is_estimate),
-                clock_text(i.elapsed_s),
+                format_clock(i.elapsed_s),
             )
         )
     total = sum((i.usage for i in snapshot.instances), TokenUsage())
@@ -165,7 +161,7 @@ def summary_report(
             f"{total.cache_read:,}",
             f"{total.total:,}",
             cost_text(cost, estimate),
-            clock_text(snapshot.elapsed_s),
+            format_clock(snapshot.elapsed_s),
         )
     )
     widths = [max(len(h), *(len(r[c]) for r in rows)) for c, h in enumerate(headers)]

@@ -7,21 +7,21 @@ from __future__ import annotations
 
 import math
 
-from budget_core import BudgetState, Unit, format_percent, format_tokens, format_usd
+from budget_core import (
+    BudgetState,
+    Unit,
+    format_clock,
+    format_percent,
+    format_tokens,
+    format_usd,
+)
 from orchestrator.state import BurnView, InstanceView, RunSnapshot
 
 LIVE_MARK = "*"  # tokens not yet confirmed by the CLI's result line
 ESTIMATE_MARK = "~"  # cost worked out from token prices, not reported by the CLI
 
 
-def clock_text(seconds: float) -> str:
-    """``0:07``, ``12:34``, ``1:02:03``: a stopwatch reading."""
-    total = max(int(seconds), 0)
-    hours, rest = divmod(total, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}:{minutes:02}:{secs:02}"
-    return f"{minutes}:{secs:02}"
+clock_text = format_clock  # a stopwatch reading, as in the headless log
 
 
 def span_text(seconds: float) -> str:
