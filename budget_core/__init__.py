@@ -18,6 +18,7 @@ from budget_core.budgets import (
 )
 from budget_core.burn import BurnRate
 from budget_core.formatting import (
+    format_budget_amounts,
     format_clock,
     format_percent,
     format_tokens,
@@ -54,6 +55,7 @@ __all__ = [
     "Unit",
     "UsageTracker",
     "default_price_table",
+    "format_budget_amounts",
     "format_clock",
     "format_percent",
     "format_tokens",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+from budget_core.budgets import BudgetState, Unit
+
 _UNITS = ((1_000_000_000, "B"), (1_000_000, "M"), (1_000, "K"))
 
 
@@ -51,3 +53,10 @@ def format_percent(used: float, limit: float) -> str:
     if limit <= 0:
         return "inf%"
     return f"{used / limit * 100:.0f}%"
+
+
+def format_budget_amounts(budget: BudgetState) -> str:
+    """``35.5K/50K tokens`` or ``$1.20/$2.00``: used against limit, in the budget's unit."""
+    if budget.unit is Unit.USD:
+        return f"{format_usd(budget.used)}/{format_usd(budget.limit)}"
+    return f"{format_tokens(budget.used)}/{format_tokens(budget.limit)} tokens"

@@ -7,8 +7,8 @@ import logging
 
 from budget_core import (
     BudgetState,
-    TokenUsage,
     Unit,
+    format_budget_amounts,
     format_clock,
     format_percent,
     format_tokens,
@@ -68,18 +68,12 @@ def format_notice(notice: Notice, palette: Palette) -> str:
     return f"[{format_clock(notice.at_s)}] {kind} {notice.message}"
 
 
-def budget_amounts(budget: BudgetState) -> str:
-    if budget.unit is Unit.USD:
-        return f"{format_usd(budget.used)}/{format_usd(budget.limit)}"
-    return f"{format_tokens(budget.used)}/{format_tokens(budget.limit)} tokens"
-
-
 def budget_line(budget: BudgetState, palette: Palette, name_width: int) -> str:
     name = budget.key if budget.unit is Unit.TOKENS else f"{budget.key} ($)"
     bar = palette.level(render_bar(budget.used, budget.limit, BAR_WIDTH), budget.level)
     word = palette.level(budget.level.upper(), budget.level)
     percent = format_percent(budget.used, budget.limit)
-    return f"  {name:<{name_width}} {bar} {percent:>5}  {budget_amounts(budget):<22} {word}"
+    return f"  {name:<{name_width}} {bar} {percent:>5}  {format_budget_amounts(budget):<22} {word}"
 
 
 def budget_block(snapshot: RunSnapshot, palette: Palette) -> list[str]:
@@ -147,9 +141,11 @@ def summary_report(
                 format_clock(i.elapsed_s),
             )
         )
-    total = sum((i.usage for i in snapshot.instances), TokenUsage())
-    cost = sum(i.cost_usd for i in snapshot.instances)
-    estimate = any(i.cost_is_estimate and i.usage for i in snapshot.instances)
+    total, cost, estimate = (
+        snapshot.instances_usage,
+        snapshot.instances_cost,
+        snapshot.cost_is_estimate,
+    )
     rows.append(
         (
             "TOTAL",

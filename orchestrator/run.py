@@ -29,9 +29,9 @@ from budget_core import (
     PriceTable,
     Unit,
     UsageTracker,
+    format_budget_amounts,
     format_percent,
     format_tokens,
-    format_usd,
     line_may_carry_usage,
 )
 from budget_core.budgets import BudgetState
@@ -85,11 +85,8 @@ class _Instance:
 
 def describe_budget(budget: BudgetState) -> str:
     """``/analyze 35.5K/50K tokens (71%)`` or ``overall $1.20/$2.00 (60%)``."""
-    if budget.unit is Unit.USD:
-        amounts = f"{format_usd(budget.used)}/{format_usd(budget.limit)}"
-    else:
-        amounts = f"{format_tokens(budget.used)}/{format_tokens(budget.limit)} tokens"
-    return f"{budget.key} {amounts} ({format_percent(budget.used, budget.limit)})"
+    percent = format_percent(budget.used, budget.limit)
+    return f"{budget.key} {format_budget_amounts(budget)} ({percent})"
 
 
 class Orchestrator:

@@ -77,6 +77,15 @@ class RunSnapshot:
         return self.budgets.total.cost_usd
 
     @property
+    def instances_usage(self) -> TokenUsage:
+        """Sum over the instances' own trackers (exact even if the budget system failed)."""
+        return sum((i.usage for i in self.instances), TokenUsage())
+
+    @property
+    def instances_cost(self) -> float:
+        return sum(i.cost_usd for i in self.instances)
+
+    @property
     def cost_is_estimate(self) -> bool:
         return any(i.cost_is_estimate and i.usage for i in self.instances)
 

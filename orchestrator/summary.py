@@ -8,7 +8,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from budget_core import TokenUsage
 from orchestrator.state import RunSnapshot
 
 
@@ -40,16 +39,15 @@ def summary_dict(snapshot: RunSnapshot, exit_code: int) -> dict[str, Any]:
         }
         for b in snapshot.budgets.budgets
     ]
-    # Totals from the instances themselves: exact even if the budget system failed mid-run.
-    total = sum((i.usage for i in snapshot.instances), TokenUsage())
     return {
         "enforcement_mode": snapshot.mode,
         "exit_code": exit_code,
         "instances": instances,
         "budgets": budgets,
         "totals": {
-            "tokens": total.as_dict(),
-            "cost_usd": sum(i.cost_usd for i in snapshot.instances),
+            # From the instances themselves: exact even if the budget system failed mid-run.
+            "tokens": snapshot.instances_usage.as_dict(),
+            "cost_usd": snapshot.instances_cost,
         },
     }
 
