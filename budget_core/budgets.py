@@ -158,8 +158,12 @@ class BudgetManager:
                 raise ValueError(f"budget {key} (tokens): limit must be whole, not {limit!r}")
             budget = _Budget(key, unit, float(limit) if unit is Unit.USD else int(limit))
             budget.level = level_for(self._used(key, unit), budget.limit)
+            replaced = self._budgets.get((key, unit))
+            previous = replaced.level if replaced is not None else BudgetLevel.OK
             self._budgets[(key, unit)] = budget
             self._charged.clear()
+            if budget.level is not previous:  # a new limit is a crossing like any other
+                self._emit(LevelCrossed(self._state(budget), previous))
 
     def set_overall(self, tokens: int | None = None, usd: float | None = None) -> None:
         self.set_budget(OVERALL, tokens=tokens, usd=usd)
@@ -239,6 +243,11 @@ class BudgetManager:
         return Decision(
             LaunchAction.WARN, f"budget exceeded: {names} (warn mode: launching)", exceeded
         )
+
+    def is_exceeded(self, key: str) -> bool:
+        """Whether a budget that a charge to ``key`` counts against is exceeded (cheap:
+        meant for the per-line path)."""
+        return any(b.level is BudgetLevel.EXCEEDED for b in self._charged_budgets(key))
 
     def exceeded_for(self, key: str) -> tuple[BudgetState, ...]:
         """Exceeded budgets that an instance charged to ``key`` counts against."""

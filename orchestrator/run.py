@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import secrets
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TypeVar
+from typing import Any, Protocol, TypeVar
 
 from budget_core import (
     OVERALL,
@@ -36,7 +38,8 @@ from budget_core import (
 )
 from budget_core.budgets import BudgetState
 from orchestrator.config import InstanceSpec, RunConfig, instance_argv
-from orchestrator.process import ChildProcess, ProcessExit
+from orchestrator.descendants import INSTANCE_ENV, become_subreaper, kill_all, strays
+from orchestrator.process import ChildProcess, ProcessExit, Spawner
 from orchestrator.state import (
     BurnView,
     InstanceStatus,
@@ -51,21 +54,51 @@ from orchestrator.state import (
 
 T = TypeVar("T")
 BURN_SAMPLE_INTERVAL_S = 1.0
+CLI_BUDGET_STOP = "error_max_budget_usd"  # the result subtype of the CLI's --max-budget-usd
 _STATE_CHANGED = StateChanged()
+S = InstanceStatus
+
+
+class Process(Protocol):
+    """What the run needs of a child process (``ChildProcess``; tests inject slow ones)."""
+
+    pid: int | None
+
+    async def start(
+        self,
+        argv: Sequence[str],
+        on_line: Callable[[bytes], None],
+        keep_line: Callable[[bytes], bool],
+        on_spawned: Callable[[Any], None],
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None: ...
+
+    def signal_group(self, sig: int) -> bool: ...
+
+    async def wait(self) -> ProcessExit: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _StopRequest:
+    """A stop asked for: the end it gives the instance, and why."""
+
+    outcome: InstanceStatus
+    reason: str
 
 
 @dataclass(eq=False)
 class _Instance:
     spec: InstanceSpec
+    token: str  # in its environment (INSTANCE_ENV): finds what it started, wherever it went
     tracker: UsageTracker = field(default_factory=UsageTracker)
-    status: InstanceStatus = InstanceStatus.PENDING
-    process: ChildProcess | None = None
+    status: InstanceStatus = S.PENDING
+    process: Process | None = None  # set the moment it has a pid
+    stop: _StopRequest | None = None
     started_at: float | None = None
     ended_at: float | None = None
     exit_code: int | None = None
     error: str | None = None
-    stop_as: InstanceStatus | None = None  # set once a stop was asked for, and why
-    stop_reason: str | None = None
     charged_cost: float = 0.0
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
 
@@ -78,9 +111,12 @@ class _Instance:
         return self.spec.budget_key
 
     @property
-    def is_live(self) -> bool:
-        """Started and not yet finished."""
-        return self.process is not None and not self.status.is_done
+    def has_live_process(self) -> bool:
+        return self.process is not None and self.status.is_active
+
+
+class IllegalTransition(RuntimeError):
+    """A bug: the run tried a status change the lifecycle does not have."""
 
 
 def describe_budget(budget: BudgetState) -> str:
@@ -96,19 +132,29 @@ class Orchestrator:
         clock: Callable[[], float] = time.monotonic,
         budgets: BudgetManager | None = None,
         prices: PriceTable | None = None,
+        process_factory: Callable[[], Process] | None = None,
     ) -> None:
         self.config = config
         self._clock = clock
+        self._spawner = Spawner()
+        self._new_process = process_factory or partial(ChildProcess, self._spawner)
         self.budgets = budgets if budgets is not None else budget_manager_for(config)
-        self._instances = [_Instance(spec, UsageTracker(prices)) for spec in config.instances]
+        run_token = f"{os.getpid()}-{secrets.token_hex(4)}"
+        self._instances = [
+            _Instance(spec, f"{run_token}-{i}", UsageTracker(prices))
+            for i, spec in enumerate(config.instances)
+        ]
         self._listeners: list[RunListener] = []
+        self._failed_listeners: set[int] = set()  # told once, then quietly skipped
         self._burn = {key: BurnRate() for key in self.budgets.keys}
         self._started_at: float | None = None
         self._ended_at: float | None = None  # elapsed time stops with the run
         self._finished = False
         self._enforcement_ok = True
         self._stop_requested = asyncio.Event()
+        self._watchers: list[asyncio.Task[None]] = []
         self.interrupted_by: int | None = None  # the signal that interrupted the run
+        self.run_error: str | None = None  # an unexpected error that ended the run
         self.budgets.subscribe(self._on_budget_event)
 
     # -- RunControl ----------------------------------------------------------------------
@@ -121,33 +167,31 @@ class Orchestrator:
         """Switch warn/block now; switching to block stops what an exceeded budget covers."""
         self._guard(self.budgets.set_mode, mode)
 
+    def set_limit(self, key: str, tokens: int | None = None, usd: float | None = None) -> None:
+        """Raise or lower a budget's limit now; in block mode a limit that leaves a budget
+        exceeded stops its instances at once (raises ``ValueError`` for a bad limit)."""
+        self.budgets.set_budget(key, tokens=tokens, usd=usd)
+        self._burn.setdefault(key, BurnRate())
+        self._enforce_all()
+        self._emit(_STATE_CHANGED)
+
     def stop_all(self, reason: str = "stopped by request") -> None:
         """Cancel what has not started and stop what runs (SIGTERM, then SIGKILL)."""
         self._stop_requested.set()
         for inst in self._instances:
-            if inst.status is InstanceStatus.PENDING and inst.process is None:
-                inst.status = InstanceStatus.CANCELLED
-                inst.error = "cancelled before launch"
-            else:
-                self._stop(inst, InstanceStatus.CANCELLED, reason)
+            self._cancel_or_stop(inst, reason)
         self._emit(_STATE_CHANGED)
 
     def stop_instance(self, name: str) -> None:
         for inst in self._instances:
             if inst.name == name:
-                if inst.status is InstanceStatus.PENDING and inst.process is None:
-                    inst.status, inst.error = InstanceStatus.CANCELLED, "cancelled before launch"
-                    self._notice(NoticeKind.STOP, f"{name}: cancelled before launch")
-                else:
-                    self._stop(inst, InstanceStatus.CANCELLED, "stopped by request")
+                self._cancel_or_stop(inst, "stopped by request")
                 self._emit(_STATE_CHANGED)
 
     def interrupt(self, signum: int) -> None:
         """A signal arrived: stop everything; a second one kills at once."""
         if self.interrupted_by is not None:
-            for inst in self._instances:
-                if inst.process is not None:
-                    inst.process.signal_group(signal.SIGKILL)
+            self._kill_live_groups()
             return
         self.interrupted_by = signum
         name = signal.Signals(signum).name
@@ -157,15 +201,10 @@ class Orchestrator:
     def kill_now(self, reason: str) -> None:
         """No event loop is left to stop instances gracefully (the monitor failed): kill every
         live process group at once, so none outlives the orchestrator."""
+        self._kill_live_groups()
+        self._stop_requested.set()
         for inst in self._instances:
-            if inst.status.is_done:
-                continue
-            if inst.process is not None:
-                inst.process.signal_group(signal.SIGKILL)
-            # stop_as too: a run thread still reading them must not call them failed.
-            inst.stop_as, inst.stop_reason = InstanceStatus.CANCELLED, reason
-            inst.status, inst.error = InstanceStatus.CANCELLED, reason
-            inst.ended_at = inst.ended_at if inst.ended_at is not None else self._clock()
+            self._cancel_or_stop(inst, reason, signal_now=False)
 
     def snapshot(self) -> RunSnapshot:
         now = self._ended_at if self._ended_at is not None else self._clock()
@@ -191,23 +230,21 @@ class Orchestrator:
     # -- the run -------------------------------------------------------------------------
 
     async def run(self) -> int:
-        """Run every instance; returns the exit status of the whole run."""
+        """Run every instance; returns the exit status of the whole run. Never raises for
+        an error of its own: that stops every instance and gives exit status 1."""
         self._started_at = self._clock()
+        become_subreaper()  # descendants that leave an instance's group stay findable
         sampler = asyncio.create_task(self._sample_burn())
-        slots = asyncio.Semaphore(max(1, self.config.max_concurrent))
-        tasks: list[asyncio.Task[None]] = []
         try:
-            for index, inst in enumerate(self._instances):
-                await slots.acquire()
-                if not self._may_launch(inst):
-                    slots.release()
-                    continue
-                tasks.append(asyncio.create_task(self._run_instance(inst, slots)))
-                if self.config.startup_delay_s > 0 and index < len(self._instances) - 1:
-                    await self._pause(self.config.startup_delay_s)
-            await asyncio.gather(*tasks)
+            try:
+                await self._launch_all()
+            except Exception as exc:  # a bug: end the run cleanly rather than hang or orphan
+                self._fail_run(exc)
+            await asyncio.gather(*self._watchers)
         finally:
             sampler.cancel()
+            self._sweep_strays(inst.token for inst in self._instances)
+            self._spawner.close()  # only now: its thread's end kills what it started
             self._ended_at = self._clock()
             self._finished = True
             self._sample_now()
@@ -218,19 +255,48 @@ class Orchestrator:
         if self.interrupted_by is not None:
             return 128 + self.interrupted_by
         statuses = {inst.status for inst in self._instances}
-        if statuses & {InstanceStatus.FAILED, InstanceStatus.TIMED_OUT}:
+        if self.run_error is not None or statuses & {S.FAILED, S.TIMED_OUT}:
             return 1
-        if statuses & {InstanceStatus.BLOCKED, InstanceStatus.STOPPED_BY_BUDGET}:
+        if statuses & {S.BLOCKED, S.STOPPED_BY_BUDGET}:
             return 3
-        if InstanceStatus.CANCELLED in statuses:
+        if S.CANCELLED in statuses:
             return 130  # the user quit the monitor: as if interrupted
         return 0
 
+    async def _launch_all(self) -> None:
+        slots = asyncio.Semaphore(max(1, self.config.max_concurrent))
+        last = len(self._instances) - 1
+        for index, inst in enumerate(self._instances):
+            await slots.acquire()
+            if not self._may_launch(inst):
+                slots.release()
+                continue
+            await self._launch(inst)
+            if inst.process is None:
+                slots.release()  # it never started
+            else:
+                self._watchers.append(asyncio.create_task(self._watch(inst, slots)))
+            if self.config.startup_delay_s > 0 and index < last:
+                await self._pause(self.config.startup_delay_s)
+            else:
+                # One spawn per turn of the loop: lines are read and budgets enforced
+                # between launches, however many start at once.
+                await asyncio.sleep(0)
+
+    def _fail_run(self, exc: Exception) -> None:
+        self.run_error = f"{type(exc).__name__}: {exc}"
+        self._notice(
+            NoticeKind.ERROR,
+            f"the run failed ({self.run_error}); stopping every instance",
+            warning=True,
+        )
+        self.stop_all(f"stopped: the run failed ({self.run_error})")
+
     def _may_launch(self, inst: _Instance) -> bool:
-        if inst.status is not InstanceStatus.PENDING:
+        if inst.status is not S.PENDING:
             return False  # cancelled while waiting for a slot
         if self._stop_requested.is_set():
-            inst.status, inst.error = InstanceStatus.CANCELLED, "cancelled before launch"
+            self._move(inst, S.CANCELLED, "cancelled before launch")
             return False
         if not self._enforcement_ok:
             return True
@@ -238,7 +304,7 @@ class Orchestrator:
         if decision is None or decision.action is LaunchAction.ALLOW:
             return True
         if decision.action is LaunchAction.BLOCK:
-            inst.status, inst.error = InstanceStatus.BLOCKED, decision.reason
+            self._move(inst, S.BLOCKED, decision.reason)
             self._notice(
                 NoticeKind.BLOCK, f"{inst.name}: not launched, {decision.reason}", warning=True
             )
@@ -251,70 +317,146 @@ class Orchestrator:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop_requested.wait(), seconds)
 
-    async def _run_instance(self, inst: _Instance, slots: asyncio.Semaphore) -> None:
-        try:
-            await self._launch_and_wait(inst)
-        finally:
-            for timer in inst.timers:
-                timer.cancel()
-            slots.release()
-            self._emit(_STATE_CHANGED)
-
-    async def _launch_and_wait(self, inst: _Instance) -> None:
-        argv = instance_argv(self.config, inst.spec)
+    async def _launch(self, inst: _Instance) -> None:
+        """Start ``inst``: ``starting`` before the spawn, ``running`` once it has a pid."""
+        self._move(inst, S.STARTING)
         inst.started_at = self._clock()
-        inst.status = InstanceStatus.RUNNING  # starting: a stop now is applied once it has a pid
+        if self.config.timeout_s:
+            reason = f"timed out after {self.config.timeout_s:g}s"
+            loop = asyncio.get_running_loop()
+            timeout = loop.call_later(
+                self.config.timeout_s, self._request_stop, inst, S.TIMED_OUT, reason
+            )
+            inst.timers.append(timeout)
+        self._emit(_STATE_CHANGED)
+        argv = instance_argv(self.config, inst.spec)
+        process = self._new_process()
         try:
-            inst.process = await ChildProcess.start(
+            await process.start(
                 argv,
                 on_line=partial(self._on_line, inst),
                 keep_line=line_may_carry_usage,
+                on_spawned=partial(self._on_spawned, inst),
                 cwd=self.config.workspace,
+                env={**os.environ, INSTANCE_ENV: inst.token},
             )
-        except OSError as exc:
-            inst.ended_at = self._clock()
-            inst.status = InstanceStatus.FAILED
-            inst.error = f"cannot start {argv[0]}: {exc.strerror or exc}"
+        except Exception as exc:  # OSError, ValueError (a NUL byte), or anything else
+            if inst.process is not None:  # it did start: none may outlive its failure
+                inst.process.signal_group(signal.SIGKILL)
+            self._end(inst, S.FAILED, f"cannot start {argv[0]}: {_spawn_error(exc)}")
             self._notice(NoticeKind.FAIL, f"{inst.name}: {inst.error}", warning=True)
-            return
-        self._notice(
-            NoticeKind.LAUNCH, f"{inst.name}: launched ({inst.key}), pid {inst.process.pid}"
-        )
-        loop = asyncio.get_running_loop()
-        if self.config.timeout_s:
-            reason = f"timed out after {self.config.timeout_s:g}s"
-            inst.timers.append(
-                loop.call_later(
-                    self.config.timeout_s, self._stop, inst, InstanceStatus.TIMED_OUT, reason
-                )
-            )
-        if inst.stop_as is not None:  # asked to stop while it was starting
-            self._signal_stop(inst)
-        elif self._stop_requested.is_set():
-            self._stop(inst, InstanceStatus.CANCELLED, "stopped by request")
-        self._finish(inst, await inst.process.wait())
+
+    def _on_spawned(self, inst: _Instance, process: Process) -> None:
+        """The process exists (its output is not read yet): apply what was asked meanwhile."""
+        inst.process = process
+        self._notice(NoticeKind.LAUNCH, f"{inst.name}: launched ({inst.key}), pid {process.pid}")
+        if inst.status is S.STARTING:
+            self._move(inst, S.RUNNING)
+            self._enforce(inst)  # the launch decision, taken again now that it runs
+        elif inst.status is S.STOPPING:
+            self._signal_stop(inst)  # asked to stop while it was starting
+        else:  # ended meanwhile (killed with no loop to wait on it): it may not run
+            process.signal_group(signal.SIGKILL)
+        self._emit(_STATE_CHANGED)
+
+    async def _watch(self, inst: _Instance, slots: asyncio.Semaphore) -> None:
+        """Wait for a started instance to end; whatever happens, it ends with a status."""
+        assert inst.process is not None
+        try:
+            self._finish(inst, await inst.process.wait())
+        except Exception as exc:  # a bug: this instance fails, the run goes on
+            inst.process.signal_group(signal.SIGKILL)
+            if not inst.status.is_done:
+                self._end(inst, S.FAILED, f"internal error: {type(exc).__name__}: {exc}")
+                self._notice(NoticeKind.ERROR, f"{inst.name}: {inst.error}", warning=True)
+        finally:
+            for timer in inst.timers:
+                timer.cancel()
+            self._sweep_strays([inst.token])
+            slots.release()
+            self._emit(_STATE_CHANGED)
 
     def _finish(self, inst: _Instance, exit: ProcessExit) -> None:
-        inst.ended_at = self._clock()
         inst.exit_code = exit.returncode
         tracker = inst.tracker
-        if inst.stop_as is not None:
-            inst.status, inst.error = inst.stop_as, inst.stop_reason
+        if inst.stop is not None:
+            self._end(inst, inst.stop.outcome, inst.stop.reason)
+        elif tracker.result_subtype == CLI_BUDGET_STOP:
+            self._end(inst, S.STOPPED_BY_BUDGET, "the CLI stopped at its --max-budget-usd")
         elif tracker.is_final and not tracker.is_error and exit.returncode == 0:
-            inst.status = InstanceStatus.SUCCEEDED
+            self._end(inst, S.SUCCEEDED)
         else:
-            inst.status, inst.error = InstanceStatus.FAILED, _failure_reason(tracker, exit)
+            self._end(inst, S.FAILED, _failure_reason(tracker, exit))
         counted = format_tokens(tracker.usage.total)
         kind = "final" if tracker.is_final else "live count"
-        if inst.status is InstanceStatus.SUCCEEDED:
+        if inst.status is S.SUCCEEDED:
             self._notice(NoticeKind.DONE, f"{inst.name}: succeeded, {counted} tokens ({kind})")
         else:
             detail = f": {inst.error}" if inst.error else ""
             self._notice(
-                NoticeKind.FAIL if inst.status is InstanceStatus.FAILED else NoticeKind.STOP,
+                NoticeKind.FAIL if inst.status is S.FAILED else NoticeKind.STOP,
                 f"{inst.name}: {inst.status}{detail}; {counted} tokens ({kind})",
-                warning=inst.status is not InstanceStatus.CANCELLED,
+                warning=inst.status is not S.CANCELLED,
             )
+
+    # -- the lifecycle: every status change goes through _move ---------------------------
+
+    def _move(self, inst: _Instance, status: InstanceStatus, error: str | None = None) -> None:
+        if not inst.status.can_become(status):
+            raise IllegalTransition(f"{inst.name}: {inst.status} -> {status}")
+        inst.status = status
+        if error is not None:
+            inst.error = error
+
+    def _end(self, inst: _Instance, status: InstanceStatus, error: str | None = None) -> None:
+        self._move(inst, status, error)
+        inst.ended_at = self._clock()
+
+    def _cancel_or_stop(self, inst: _Instance, reason: str, signal_now: bool = True) -> None:
+        if inst.status is S.PENDING:
+            self._move(inst, S.CANCELLED, "cancelled before launch")
+            self._notice(NoticeKind.STOP, f"{inst.name}: cancelled before launch")
+        else:
+            self._request_stop(inst, S.CANCELLED, reason, signal_now)
+
+    def _request_stop(
+        self, inst: _Instance, outcome: InstanceStatus, reason: str, signal_now: bool = True
+    ) -> None:
+        """Stop a started instance (or one being started: it is signalled once it has a
+        pid). The first stop asked for decides how it ends."""
+        if inst.stop is not None or inst.status not in (S.STARTING, S.RUNNING):
+            return
+        inst.stop = _StopRequest(outcome, reason)
+        self._move(inst, S.STOPPING)
+        self._notice(NoticeKind.STOP, f"{inst.name}: stopping, {reason}", warning=True)
+        if inst.process is not None and signal_now:
+            self._signal_stop(inst)
+        self._emit(_STATE_CHANGED)
+
+    def _signal_stop(self, inst: _Instance) -> None:
+        process = inst.process
+        assert process is not None
+        process.signal_group(signal.SIGTERM)
+        loop = asyncio.get_running_loop()
+        inst.timers.append(
+            loop.call_later(self.config.stop_grace_s, process.signal_group, signal.SIGKILL)
+        )
+
+    def _kill_live_groups(self) -> None:
+        for inst in self._instances:
+            if inst.has_live_process:
+                assert inst.process is not None
+                inst.process.signal_group(signal.SIGKILL)
+
+    def _sweep_strays(self, tokens: Iterable[str]) -> None:
+        """Kill what ended instances started outside their process groups."""
+        live = {
+            i.process.pid
+            for i in self._instances
+            if i.has_live_process and i.process is not None and i.process.pid is not None
+        }
+        for token in tokens:
+            kill_all(strays(token, exclude=live))
 
     # -- counting ------------------------------------------------------------------------
 
@@ -326,9 +468,27 @@ class Orchestrator:
             cost_delta, inst.charged_cost = cost - inst.charged_cost, cost
             if self._enforcement_ok:
                 self._guard(self.budgets.charge, inst.key, inst.name, delta, cost_delta)
+                self._enforce(inst)
             self._emit(_STATE_CHANGED)
 
-    # -- enforcement ---------------------------------------------------------------------
+    # -- enforcement: one rule, applied on every charge, crossing, mode or limit change --
+
+    def _enforce(self, inst: _Instance) -> None:
+        """Block mode: an instance charged to an exceeded budget does not go on running."""
+        if inst.status not in (S.STARTING, S.RUNNING) or self.budgets.mode != "block":
+            return
+        if not self._guard(self.budgets.is_exceeded, inst.key):
+            return  # the per-line path: a cheap look first
+        exceeded = self._guard(self.budgets.exceeded_for, inst.key)
+        if exceeded:
+            budget = exceeded[0]
+            self._request_stop(
+                inst, S.STOPPED_BY_BUDGET, f"budget {budget.key} ({budget.unit}) exceeded"
+            )
+
+    def _enforce_all(self) -> None:
+        for inst in self._instances:
+            self._enforce(inst)
 
     def _on_budget_event(self, event: BudgetEvent) -> None:
         if isinstance(event, LevelCrossed) and event.rising:
@@ -339,48 +499,16 @@ class Orchestrator:
                 level=budget.level,
                 warning=True,
             )
-            if budget.level is BudgetLevel.EXCEEDED and self.budgets.mode == "block":
-                self._enforce(budget)
+            if budget.level is BudgetLevel.EXCEEDED:
+                self._enforce_all()
         elif isinstance(event, ModeChanged):
             self._notice(
                 NoticeKind.MODE,
                 f"enforcement mode {event.mode.upper()} (was {event.previous.upper()})",
                 warning=event.mode == "block",
             )
-            if event.mode == "block":
-                for budget in self.budgets.snapshot().exceeded:
-                    self._enforce(budget)
+            self._enforce_all()
             self._emit(_STATE_CHANGED)
-
-    def _enforce(self, budget: BudgetState) -> None:
-        """Block mode: stop every running instance charged to an exceeded budget."""
-        for inst in self._instances:
-            if inst.is_live and (budget.key == OVERALL or inst.key == budget.key):
-                self._stop(
-                    inst,
-                    InstanceStatus.STOPPED_BY_BUDGET,
-                    f"budget {budget.key} ({budget.unit}) exceeded",
-                )
-
-    def _stop(self, inst: _Instance, status: InstanceStatus, reason: str) -> None:
-        if inst.stop_as is not None or inst.status.is_done:
-            return
-        inst.stop_as, inst.stop_reason = status, reason
-        if inst.process is None:
-            return  # still starting: _launch_and_wait signals it once it has a pid
-        inst.status = InstanceStatus.STOPPING
-        self._notice(NoticeKind.STOP, f"{inst.name}: stopping, {reason}", warning=True)
-        self._signal_stop(inst)
-        self._emit(_STATE_CHANGED)
-
-    def _signal_stop(self, inst: _Instance) -> None:
-        assert inst.process is not None
-        inst.status = InstanceStatus.STOPPING
-        inst.process.signal_group(signal.SIGTERM)
-        loop = asyncio.get_running_loop()
-        inst.timers.append(
-            loop.call_later(self.config.stop_grace_s, inst.process.signal_group, signal.SIGKILL)
-        )
 
     def _guard(self, call: Callable[..., T], *args: object) -> T | None:
         """Call into the budget system; if it raises, go on without enforcement, loudly."""
@@ -427,8 +555,20 @@ class Orchestrator:
         self._emit(Notice(at, kind, message, level, warning))
 
     def _emit(self, event: RunEvent) -> None:
+        """Tell every listener; one that fails is reported once and never stops the run,
+        its enforcement or the reading of a line."""
         for listener in tuple(self._listeners):
-            listener(event)
+            try:
+                listener(event)
+            except Exception as exc:
+                if id(listener) not in self._failed_listeners:
+                    self._failed_listeners.add(id(listener))
+                    self._notice(
+                        NoticeKind.ERROR,
+                        f"a subscriber failed ({type(exc).__name__}: {exc}); "
+                        "the run and its budgets go on",
+                        warning=True,
+                    )
 
     def _view(self, inst: _Instance, now: float) -> InstanceView:
         tracker = inst.tracker
@@ -452,6 +592,12 @@ class Orchestrator:
             error=inst.error,
             unknown_models=tuple(sorted(tracker.unknown_models)),
         )
+
+
+def _spawn_error(exc: Exception) -> str:
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _failure_reason(tracker: UsageTracker, exit: ProcessExit) -> str:

@@ -15,7 +15,15 @@ from budget_core import BudgetLevel, BudgetSnapshot, Mode, TokenUsage
 
 
 class InstanceStatus(StrEnum):
+    """An instance's lifecycle: ``pending -> starting -> running -> stopping ->`` an end.
+
+    ``starting`` is set before the process is spawned, so a stop asked for while it starts
+    is never lost: the instance goes to ``stopping`` and is signalled the moment it has a
+    process. Every change goes through ``InstanceStatus.can_become`` (``TRANSITIONS``).
+    """
+
     PENDING = "pending"
+    STARTING = "starting"
     RUNNING = "running"
     STOPPING = "stopping"
     SUCCEEDED = "succeeded"
@@ -27,7 +35,31 @@ class InstanceStatus(StrEnum):
 
     @property
     def is_done(self) -> bool:
-        return self not in (InstanceStatus.PENDING, InstanceStatus.RUNNING, InstanceStatus.STOPPING)
+        return self not in _NOT_DONE
+
+    @property
+    def is_active(self) -> bool:
+        """Being started, running or being stopped: it has, or is about to have, a process."""
+        return self in _ACTIVE
+
+    def can_become(self, other: InstanceStatus) -> bool:
+        return other in TRANSITIONS[self]
+
+
+_S = InstanceStatus
+_ACTIVE = frozenset({_S.STARTING, _S.RUNNING, _S.STOPPING})
+_NOT_DONE = _ACTIVE | {_S.PENDING}
+# A stop's outcome: the end an instance reaches from ``stopping``.
+STOP_OUTCOMES = frozenset({_S.STOPPED_BY_BUDGET, _S.TIMED_OUT, _S.CANCELLED})
+TRANSITIONS: dict[InstanceStatus, frozenset[InstanceStatus]] = {
+    _S.PENDING: frozenset({_S.STARTING, _S.BLOCKED, _S.CANCELLED}),
+    # A spawn that fails ends ``failed`` whether or not a stop was asked for meanwhile.
+    _S.STARTING: frozenset({_S.RUNNING, _S.STOPPING, _S.FAILED}),
+    # The CLI can stop itself at its own --max-budget-usd: running -> stopped_by_budget.
+    _S.RUNNING: frozenset({_S.STOPPING, _S.SUCCEEDED, _S.FAILED, _S.STOPPED_BY_BUDGET}),
+    _S.STOPPING: STOP_OUTCOMES | {_S.FAILED},
+    **{end: frozenset() for end in _S if end not in _NOT_DONE},
+}
 
 
 @dataclass(frozen=True, slots=True)
