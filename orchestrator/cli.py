@@ -35,6 +35,7 @@ from orchestrator.config import (
     instance_argv,
     load_config_file,
 )
+from orchestrator.descendants import become_subreaper
 from orchestrator.palette import Palette, use_colour
 from orchestrator.report import HeadlessReporter, summary_report
 from orchestrator.run import Orchestrator, budget_manager_for
@@ -361,6 +362,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     palette = Palette(use_colour(sys.stdout, args.no_color))
     for key in unused_budget_keys(run):
         log.warning(f"WARNING budget {key} applies to no instance (no instance's key is {key})")
+    # What leaves an instance's process group (setsid) becomes ours when orphaned, so the
+    # run finds and stops it with its instance (the process is the orchestrator's alone).
+    become_subreaper()
     orchestrator = Orchestrator(run, budgets=manager, prices=prices)
     use_tui = args.tui and sys.stdout.isatty()
     if args.tui and not use_tui:

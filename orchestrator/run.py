@@ -38,7 +38,7 @@ from budget_core import (
 )
 from budget_core.budgets import BudgetState
 from orchestrator.config import InstanceSpec, RunConfig, instance_argv
-from orchestrator.descendants import INSTANCE_ENV, become_subreaper, kill_all, strays
+from orchestrator.descendants import INSTANCE_ENV, kill_all, strays
 from orchestrator.process import ChildProcess, ProcessExit, Spawner
 from orchestrator.state import (
     BurnView,
@@ -233,7 +233,6 @@ class Orchestrator:
         """Run every instance; returns the exit status of the whole run. Never raises for
         an error of its own: that stops every instance and gives exit status 1."""
         self._started_at = self._clock()
-        become_subreaper()  # descendants that leave an instance's group stay findable
         sampler = asyncio.create_task(self._sample_burn())
         try:
             try:

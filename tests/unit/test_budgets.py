@@ -445,3 +445,21 @@ def test_a_token_limit_that_is_not_whole_is_refused():
     # int(0.5) would be 0: a budget that reads exceeded from the start.
     with pytest.raises(ValueError, match="whole"):
         BudgetManager().set_budget("/a", tokens=0.5)  # type: ignore[arg-type]
+
+
+def test_a_new_limit_that_changes_a_level_is_a_crossing() -> None:
+    from budget_core import LevelCrossed
+
+    manager = BudgetManager("block")
+    manager.set_budget("/a", tokens=1000)
+    manager.charge("/a", "i", TokenUsage(input=800))
+    events: list[object] = []
+    manager.subscribe(events.append)
+    manager.set_budget("/a", tokens=500)
+    (crossing,) = [e for e in events if isinstance(e, LevelCrossed)]
+    assert crossing.budget.level == "exceeded" and crossing.previous == "warning"
+    assert manager.is_exceeded("/a") and manager.is_exceeded("/a") == bool(
+        manager.exceeded_for("/a")
+    )
+    manager.set_budget("/a", tokens=10_000)
+    assert not manager.is_exceeded("/a")
