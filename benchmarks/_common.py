@@ -207,13 +207,29 @@ def _drive_orchestrator(params: dict[str, Any]) -> dict[str, Any]:
     import orchestrator.cli as cli
 
     created: list[Any] = []
+    stalls: list[tuple[float, float]] = []  # (when, how late the loop woke us)
 
     class Recording(cli.Orchestrator):
-        """Keeps a reference so live (stream-only) counts can be checked afterwards."""
+        """Keeps a reference so live (stream-only) counts can be checked afterwards, and
+        measures how long the event loop is held up (a 5 ms timer, woken late)."""
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             created.append(self)
+
+        async def run(self) -> int:
+            async def watch_loop() -> None:
+                while True:
+                    before = time.monotonic()
+                    await asyncio.sleep(0.005)
+                    now = time.monotonic()
+                    stalls.append((now, now - before - 0.005))
+
+            watcher = asyncio.create_task(watch_loop())
+            try:
+                return int(await super().run())
+            finally:
+                watcher.cancel()
 
     cli.Orchestrator = Recording
     os.environ.update(params.get("env", {}))
@@ -227,7 +243,16 @@ def _drive_orchestrator(params: dict[str, Any]) -> dict[str, Any]:
         for inst in orch._instances:
             live[inst.name] = inst.tracker.live_usage.as_dict()
             spans.append((inst.started_at, inst.ended_at))
-    return {"exit_code": code, "live": live, "peak_running": _peak(spans), **figures}
+    last_launch = max((start for start, _ in spans if start is not None), default=0.0)
+    launch_stalls = [late for at, late in stalls if at <= last_launch + 0.1]
+    return {
+        "exit_code": code,
+        "live": live,
+        "peak_running": _peak(spans),
+        "max_stall_s": max((late for _, late in stalls), default=0.0),
+        "max_launch_stall_s": max(launch_stalls, default=0.0),
+        **figures,
+    }
 
 
 def _peak(spans: list[tuple[float | None, float | None]]) -> int:
