@@ -91,7 +91,8 @@ class UsageTracker:
 
     Feed it every stdout line in order. ``feed_line`` returns the change in ``usage`` that
     the line caused, so whoever charges budgets charges every token exactly once; no kind of
-    it is ever negative, and ``cost_usd`` never goes down either.
+    it is ever negative. ``cost_usd`` never goes down either, but for float rounding (a
+    relative 1e-9 at most) when it becomes the CLI's own figure for the calls it estimated.
 
     A process may print several result lines (Claude Code 2.1.332 runs queued turns after a
     first result; ``result_index`` numbers them). Their ``modelUsage`` and ``total_cost_usd``
@@ -307,10 +308,14 @@ class UsageTracker:
         check = UsageDiscrepancy(counted, reported, counted_cost, cost if from_cli else None)
         if check.found:
             self._discrepancy = check
+        # The CLI's own cost stands unless the stream's estimate was higher by more than
+        # float rounding (the same calls summed in another order): shown exactly, it agrees
+        # with the CLI's; the larger is kept only when the two really differ.
+        cli_stands = from_cli and not check.cost_kept_from_stream
         self._settled = _Settled(
             usage=larger(counted, reported),
-            cost=max(cost, counted_cost),
-            cost_is_estimate=not from_cli or check.cost_kept_from_stream,
+            cost=cost if cli_stands else max(cost, counted_cost),
+            cost_is_estimate=not cli_stands,
             live=self._live,
             live_cost=self._live_cost,
         )
