@@ -124,7 +124,6 @@ class UsageTracker:
         self.session_id: str | None = None
         self.error_text: str | None = None
         self.result_subtype: str | None = None
-        self.results_seen = 0
         self.lines_seen = 0
         self.skipped_lines = 0
 
@@ -290,7 +289,6 @@ class UsageTracker:
     def _on_result(self, data: dict[str, Any]) -> None:
         subtype = data.get("subtype")
         self.result_subtype = subtype if isinstance(subtype, str) else None
-        self.results_seen += 1
         self._is_error = data.get("is_error") is True or (
             subtype is not None and subtype != "success"
         )
@@ -331,7 +329,7 @@ class UsageTracker:
         ``usage``, the live estimate is kept, plus the tokens the result reports beyond the
         count, priced at the average rate of that kind over the calls counted (each at its
         own model: mostly output the placeholders missed), or at the init model's rate for a
-        kind no call had. The caller never lets it fall below the live estimate.
+        kind no call had. The caller keeps the live estimate when it is the larger.
         """
         if figures.total_cost_usd is not None:
             return figures.total_cost_usd, True
