@@ -292,12 +292,7 @@ class UsageTracker:
         self._is_error = data.get("is_error") is True or (
             subtype is not None and subtype != "success"
         )
-        text = data.get("result")
-        self.error_text = (
-            (text if isinstance(text, str) and text else f"result: {subtype}")
-            if self._is_error
-            else None
-        )
+        self.error_text = _error_text(data, subtype) if self._is_error else None
         figures = read_result(data)
         counted, counted_cost = self.usage, self.cost_usd
         reported = figures.usage if figures.usage is not None else counted
@@ -438,6 +433,19 @@ class UsageTracker:
         if not known and usage:
             self._unknown_models.add(model or "unknown")
         return prices.cost(usage, cache_write_1h)
+
+
+def _error_text(data: dict[str, Any], subtype: object) -> str:
+    """The result's text, else its ``errors`` (a budget stop: "Reached maximum budget ($X)")."""
+    text = data.get("result")
+    if isinstance(text, str) and text:
+        return text
+    errors = data.get("errors")
+    if isinstance(errors, list):
+        found = "; ".join(e for e in errors if isinstance(e, str) and e)
+        if found:
+            return found
+    return f"result: {subtype}"
 
 
 def _kinds(usage: TokenUsage) -> tuple[int, int, int, int]:
