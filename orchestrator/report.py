@@ -180,7 +180,10 @@ def summary_report(
     if any(r[7].endswith("*") for r in rows):
         lines.append("  * live count: no result line from the CLI, so not its final figures")
     if estimate:
-        lines.append("  ~ cost estimated from the price table (the CLI reported no total_cost_usd)")
+        lines.append(
+            "  ~ cost estimated from the price table (the CLI reported no total_cost_usd,"
+            " or less than the stream showed)"
+        )
         unknown = sorted(
             {m for i in snapshot.instances if i.cost_is_estimate for m in i.unknown_models}
         )

@@ -30,6 +30,7 @@ from budget_core import (
     ModeChanged,
     PriceTable,
     Unit,
+    UsageDiscrepancy,
     UsageTracker,
     format_budget_amounts,
     format_percent,
@@ -54,7 +55,6 @@ from orchestrator.state import (
 
 T = TypeVar("T")
 BURN_SAMPLE_INTERVAL_S = 1.0
-CLI_BUDGET_STOP = "error_max_budget_usd"  # the result subtype of the CLI's --max-budget-usd
 _STATE_CHANGED = StateChanged()
 S = InstanceStatus
 
@@ -100,6 +100,7 @@ class _Instance:
     exit_code: int | None = None
     error: str | None = None
     charged_cost: float = 0.0
+    reported_discrepancy: UsageDiscrepancy | None = None
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
 
     @property
@@ -380,7 +381,7 @@ class Orchestrator:
         tracker = inst.tracker
         if inst.stop is not None:
             self._end(inst, inst.stop.outcome, inst.stop.reason)
-        elif tracker.result_subtype == CLI_BUDGET_STOP:
+        elif tracker.stopped_by_cli_budget:
             self._end(inst, S.STOPPED_BY_BUDGET, "the CLI stopped at its --max-budget-usd")
         elif tracker.is_final and not tracker.is_error and exit.returncode == 0:
             self._end(inst, S.SUCCEEDED)
@@ -462,13 +463,23 @@ class Orchestrator:
     def _on_line(self, inst: _Instance, line: bytes) -> None:
         tracker = inst.tracker
         delta = tracker.feed_line(line)
-        cost = tracker.cost_usd
+        # Never down, not even by the float rounding of snapping to the CLI's own figure.
+        cost = max(tracker.cost_usd, inst.charged_cost)
         if delta or cost != inst.charged_cost:
             cost_delta, inst.charged_cost = cost - inst.charged_cost, cost
             if self._enforcement_ok:
                 self._guard(self.budgets.charge, inst.key, inst.name, delta, cost_delta)
                 self._enforce(inst)
             self._emit(_STATE_CHANGED)
+        if tracker.discrepancy is not inst.reported_discrepancy:
+            inst.reported_discrepancy = tracker.discrepancy
+            if tracker.discrepancy is not None:
+                self._notice(
+                    NoticeKind.LEVEL,
+                    f"{inst.name}: its result is below what it streamed: "
+                    f"{tracker.discrepancy.describe()}",
+                    warning=True,
+                )
 
     # -- enforcement: one rule, applied on every charge, crossing, mode or limit change --
 
@@ -590,6 +601,7 @@ class Orchestrator:
             exit_code=inst.exit_code,
             error=inst.error,
             unknown_models=tuple(sorted(tracker.unknown_models)),
+            discrepancy=tracker.discrepancy.describe() if tracker.discrepancy else None,
         )
 
 

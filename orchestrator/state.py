@@ -79,6 +79,8 @@ class InstanceView:
     exit_code: int | None = None
     error: str | None = None
     unknown_models: tuple[str, ...] = ()  # priced with the default family for estimates
+    # The CLI's result reported less than the stream showed; the larger figures were kept.
+    discrepancy: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

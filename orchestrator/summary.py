@@ -25,6 +25,7 @@ def summary_dict(snapshot: RunSnapshot, exit_code: int) -> dict[str, Any]:
             "cost_is_estimate": i.cost_is_estimate,
             "duration_s": round(i.elapsed_s, 3),
             "error": i.error,
+            "discrepancy": i.discrepancy,
         }
         for i in snapshot.instances
     ]

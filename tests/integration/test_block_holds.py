@@ -365,3 +365,50 @@ def test_the_clis_own_budget_stop_ends_stopped_by_budget(tmp_path: Path) -> None
     assert inst["status"] == "stopped_by_budget"
     assert inst["tokens"]["total"] == 520
     assert "--max-budget-usd" in inst["error"]
+
+
+def test_a_result_below_the_stream_never_lowers_the_budget(tmp_path: Path) -> None:
+    """Block mode: the stopped instance's budget does not free up for the next one."""
+    script = tmp_path / "claude"
+    start = {
+        "type": "stream_event",
+        "event": {
+            "type": "message_start",
+            "message": {"id": "m1", "model": "claude-sonnet-4-5", "usage": {"input_tokens": 5000}},
+        },
+    }
+    result_line = {
+        "type": "result",
+        "subtype": "success",
+        "is_error": False,
+        "usage": {"input_tokens": 100, "output_tokens": 10},
+        "total_cost_usd": 0.0001,
+    }
+    script.write_text(
+        f"#!{PYTHON}\nimport json, signal, sys, time\n"
+        f"def done(*_):\n    print({json.dumps(json.dumps(result_line))}, flush=True)\n"
+        "    sys.exit(0)\n"
+        "signal.signal(signal.SIGTERM, done)\n"
+        f"print({json.dumps(json.dumps(start))}, flush=True)\n"
+        "time.sleep(0.5)\ndone()\n"
+    )
+    script.chmod(0o755)
+    config = write_config(
+        tmp_path, [{"name": "first", "command": "/a"}, {"name": "second", "command": "/a"}]
+    )
+    result = run_orchestrator(
+        [
+            *("--config", str(config), "--claude-bin", str(script), "--max-concurrent", "1"),
+            *("--command-budget", "/a=1k", "--budget-enforcement-mode", "block"),
+        ],
+        tmp_path,
+    )
+    assert result.code == 3, result
+    first, second = result.summary["instances"] if result.summary else ({}, {})
+    assert first["status"] == "stopped_by_budget"
+    assert first["tokens"]["input"] == 5000 and first["tokens"]["output"] == 10
+    assert "5,000" in first["discrepancy"] and "100" in first["discrepancy"]
+    assert second["status"] == "blocked"
+    (budget,) = [b for b in result.summary["budgets"] if b["key"] == "/a"] if result.summary else []
+    assert budget["used"] == 5010 and budget["level"] == "exceeded"
+    assert "its result is below what it streamed" in result.stdout
