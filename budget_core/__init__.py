@@ -27,11 +27,21 @@ from budget_core.formatting import (
 )
 from budget_core.levels import BudgetLevel, level_for
 from budget_core.pricing import ModelPrices, PriceTable, default_price_table
-from budget_core.spec import BudgetSpec, parse_budget_spec, parse_limit
+from budget_core.spec import (
+    MAX_TOKENS,
+    MAX_USD,
+    BudgetSpec,
+    check_budget_key,
+    parse_budget_spec,
+    parse_limit,
+    unprintable_character,
+)
 from budget_core.tracker import UsageTracker, line_may_carry_usage
 from budget_core.usage import ZERO, TokenUsage
 
 __all__ = [
+    "MAX_TOKENS",
+    "MAX_USD",
     "MODES",
     "OVERALL",
     "ZERO",
@@ -54,6 +64,7 @@ __all__ = [
     "TokenUsage",
     "Unit",
     "UsageTracker",
+    "check_budget_key",
     "default_price_table",
     "format_budget_amounts",
     "format_clock",
@@ -65,4 +76,5 @@ __all__ = [
     "parse_budget_spec",
     "parse_limit",
     "render_bar",
+    "unprintable_character",
 ]
