@@ -107,12 +107,12 @@ def test_a_plain_prompt_is_budgeted_under_the_instance_name() -> None:
     assert one(name="docs", prompt="summarise docs").budget_key == "docs"
 
 
-def test_allowed_tools_as_one_string() -> None:
-    assert one(command="/a", allowed_tools="Read, Grep  Glob").allowed_tools == (
-        "Read",
-        "Grep",
-        "Glob",
-    )
+@pytest.mark.parametrize("key", ["allowed_tools", "claude_args"])
+def test_a_list_key_given_as_one_string_is_refused_not_split(key: str) -> None:
+    # Split on spaces, "--append-system-prompt 'be brief'" would become three arguments.
+    message = error({"instances": [{"command": "/a", key: "--model opus"}]})
+    assert f"'{key}' must be a list of strings like [" in message
+    assert "not '--model opus'" in message
 
 
 def test_default_names_follow_the_position() -> None:
