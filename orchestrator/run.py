@@ -451,6 +451,7 @@ class Orchestrator:
             exit_code=inst.exit_code,
             error=inst.error,
             unknown_models=tuple(sorted(tracker.unknown_models)),
+            skipped_lines=tracker.skipped_lines,
         )
 
 

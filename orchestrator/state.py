@@ -47,6 +47,7 @@ class InstanceView:
     exit_code: int | None = None
     error: str | None = None
     unknown_models: tuple[str, ...] = ()  # priced with the default family for estimates
+    skipped_lines: int = 0  # stdout lines that were not stream-json (so counted nothing)
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from budget_core import Unit
 from orchestrator.state import RunSnapshot
+
+# Sums of float costs carry binary noise (0.026514999999999997); ten places drop it and
+# are still far finer than one token's price.
+USD_PLACES = 10
 
 
 def summary_dict(snapshot: RunSnapshot, exit_code: int) -> dict[str, Any]:
@@ -21,10 +26,11 @@ def summary_dict(snapshot: RunSnapshot, exit_code: int) -> dict[str, Any]:
             "exit_code": i.exit_code,
             "final": i.final,
             "tokens": i.usage.as_dict(),
-            "cost_usd": i.cost_usd,
+            "cost_usd": round(i.cost_usd, USD_PLACES),
             "cost_is_estimate": i.cost_is_estimate,
             "duration_s": round(i.elapsed_s, 3),
             "error": i.error,
+            "skipped_lines": i.skipped_lines,
         }
         for i in snapshot.instances
     ]
@@ -32,8 +38,8 @@ def summary_dict(snapshot: RunSnapshot, exit_code: int) -> dict[str, Any]:
         {
             "key": b.key,
             "unit": str(b.unit),
-            "limit": b.limit,
-            "used": b.used,
+            "limit": round(b.limit, USD_PLACES) if b.unit is Unit.USD else b.limit,
+            "used": round(b.used, USD_PLACES) if b.unit is Unit.USD else b.used,
             "fraction": b.fraction,
             "level": str(b.level),
         }
@@ -47,7 +53,7 @@ def summary_dict(snapshot: RunSnapshot, exit_code: int) -> dict[str, Any]:
         "totals": {
             # From the instances themselves: exact even if the budget system failed mid-run.
             "tokens": snapshot.instances_usage.as_dict(),
-            "cost_usd": snapshot.instances_cost,
+            "cost_usd": round(snapshot.instances_cost, USD_PLACES),
         },
     }
 
