@@ -35,10 +35,11 @@ from orchestrator.config import (
     instance_argv,
     load_config_file,
 )
+from orchestrator.output_file import output_problem
 from orchestrator.palette import Palette, use_colour
 from orchestrator.report import HeadlessReporter, summary_report
 from orchestrator.run import Orchestrator, budget_manager_for
-from orchestrator.summary import check_writable, summary_dict, write_summary_json
+from orchestrator.summary import summary_dict, write_summary_json
 from orchestrator.threaded import ThreadedRun
 
 log = logging.getLogger("orchestrator")
@@ -127,7 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--status-report-interval", metavar="SECS", type=_number(float, 0, False), default=5.0
     )
-    p.add_argument("--summary-json", metavar="FILE")
+    p.add_argument(
+        "--summary-json",
+        metavar="FILE",
+        help="write the final summary as JSON, e.g. run.json: replaced whole, a symlink's "
+        "target written, the mode kept; a FIFO, device, folder or the config file is "
+        "refused (default: none)",
+    )
     p.add_argument("--no-color", action="store_true", help="no colour (also: NO_COLOR)")
     p.add_argument("--dry-run", action="store_true", help="print argv and budgets; launch nothing")
     p.add_argument("--quiet", action="store_true", help="only warnings and the final summary")
@@ -330,6 +337,16 @@ def _detach_dead_terminal(fds: Sequence[int]) -> None:
         os.close(null)
 
 
+def run_inputs(args: argparse.Namespace, run: RunConfig) -> list[tuple[str, str]]:
+    """Files the run reads, which an output file must not replace: (what, path)."""
+    inputs = [("the command the instances run", part) for part in run.claude_cmd]
+    if args.config or args.demo:
+        inputs.append(("the config file", args.config or str(DEMO_CONFIG)))
+    if prices := os.environ.get("ORCHESTRATOR_PRICES"):
+        inputs.append(("the price table (ORCHESTRATOR_PRICES)", prices))
+    return inputs
+
+
 def load_prices() -> PriceTable | None:
     """A user's price table from $ORCHESTRATOR_PRICES, for estimates before the CLI's own cost."""
     path = os.environ.get("ORCHESTRATOR_PRICES")
@@ -349,7 +366,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         run = build_run(args)
         manager = _budget_manager(run)
         prices = load_prices()
-        if args.summary_json and (problem := check_writable(Path(args.summary_json))):
+        if args.summary_json and (
+            problem := output_problem(args.summary_json, run_inputs(args, run))
+        ):
             raise ConfigError(f"--summary-json: cannot write there: {problem}")
     except ConfigError as exc:
         print(f"orchestrator: error: {exc}", file=sys.stderr)
@@ -397,7 +416,11 @@ def _finish(
     meaning = None
     if args.summary_json:
         try:
-            write_summary_json(Path(args.summary_json), summary_dict(snapshot, code))
+            write_summary_json(
+                args.summary_json,
+                summary_dict(snapshot, code),
+                run_inputs(args, orchestrator.config),
+            )
         except OSError as exc:
             print(
                 f"orchestrator: error: cannot write --summary-json {args.summary_json}: "
