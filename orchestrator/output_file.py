@@ -41,17 +41,17 @@ def output_problem(path: str, inputs: Sequence[tuple[str, str]] = ()) -> str | N
     except FileNotFoundError:
         info = None
     except OSError as exc:  # a symlink loop, a path through a file, a folder we may not enter
-        return f"{via}: {exc.strerror}"
+        return f"{path}: {exc.strerror}"
     folder = target.parent
     if info is not None:
         kind = next((name for test, name in _KINDS if test(info.st_mode)), None)
         if kind is not None or not stat.S_ISREG(info.st_mode):
             return f"{via} is {kind or 'not a regular file'}; only a regular file is written"
-        if not _may(target, os.W_OK):
+        if not os.access(target, os.W_OK):
             return f"{via} is not writable"
     elif not folder.is_dir():
         return f"folder {folder} does not exist"
-    if not _may(folder, os.W_OK | os.X_OK):
+    if not os.access(folder, os.W_OK | os.X_OK):
         return f"folder {folder} is not writable (the file is written there, then renamed)"
     for what, other in inputs:
         if _same_file(target, other):
@@ -95,12 +95,6 @@ def _create_next_to(target: Path) -> tuple[int, Path]:
         temporary = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
         with contextlib.suppress(FileExistsError):
             return os.open(temporary, flags, 0o666), temporary
-
-
-def _may(path: Path, mode: int) -> bool:
-    if os.access in os.supports_effective_ids:
-        return os.access(path, mode, effective_ids=True)
-    return os.access(path, mode)
 
 
 def _same_file(a: Path, b: str) -> bool:
