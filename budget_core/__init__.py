@@ -28,11 +28,21 @@ from budget_core.formatting import (
 from budget_core.levels import BudgetLevel, level_for
 from budget_core.pricing import ModelPrices, PriceTable, default_price_table
 from budget_core.result import UsageDiscrepancy
-from budget_core.spec import BudgetSpec, parse_budget_spec, parse_limit
+from budget_core.spec import (
+    MAX_TOKENS,
+    MAX_USD,
+    BudgetSpec,
+    check_budget_key,
+    parse_budget_spec,
+    parse_limit,
+    unprintable_character,
+)
 from budget_core.tracker import UsageTracker, line_may_carry_usage
 from budget_core.usage import ZERO, TokenUsage
 
 __all__ = [
+    "MAX_TOKENS",
+    "MAX_USD",
     "MODES",
     "OVERALL",
     "ZERO",
@@ -56,6 +66,7 @@ __all__ = [
     "Unit",
     "UsageDiscrepancy",
     "UsageTracker",
+    "check_budget_key",
     "default_price_table",
     "format_budget_amounts",
     "format_clock",
@@ -67,4 +78,5 @@ __all__ = [
     "parse_budget_spec",
     "parse_limit",
     "render_bar",
+    "unprintable_character",
 ]

@@ -6,13 +6,18 @@ import math
 
 from budget_core.budgets import BudgetState, Unit
 
-_UNITS = ((1_000_000_000, "B"), (1_000_000, "M"), (1_000, "K"))
+_UNITS = ((10**12, "T"), (1_000_000_000, "B"), (1_000_000, "M"), (1_000, "K"))
+_COMPACT_USD_FROM = 1_000_000  # $1.2M: a budget that large needs no cents
+_SMALLEST_USD = 0.00005  # rounds to $0.0001, the last digit of $0.0123
 
 
 def format_tokens(count: float) -> str:
-    """``950``, ``1.2K``, ``45.6K``, ``123K``, ``3.4M``: three significant figures at most."""
+    """``950``, ``1.2K``, ``45.6K``, ``123K``, ``3.4M``, ``1.2T``: three significant figures
+    at most (the largest limit, 10**15, reads ``1000T``)."""
     sign = "-" if count < 0 else ""
     n = abs(count)
+    if not math.isfinite(n):
+        return f"{sign}{n}"
     for size, suffix in _UNITS:
         if n >= size * 0.9995:  # so 999_999 reads 1M, not 1000K
             value = n / size
@@ -22,11 +27,19 @@ def format_tokens(count: float) -> str:
 
 
 def format_usd(amount: float) -> str:
-    """``$0.0123`` below a dollar (cents hide most single runs), ``$12.34`` above."""
+    """``$0.0123`` below a dollar (cents hide most single runs), ``$12.34`` above, ``$1.5M``
+    from a million. An amount that is not zero but would read ``$0.0000`` reads ``$1.0e-07``."""
     sign = "-" if amount < 0 else ""
-    if abs(amount) < 1:
-        return f"{sign}${abs(amount):.4f}"
-    return f"{sign}${abs(amount):,.2f}"
+    n = abs(amount)
+    if not math.isfinite(n):
+        return f"{sign}${n}"
+    if 0 < n < _SMALLEST_USD:
+        return f"{sign}${n:.1e}"
+    if n < 0.99995:  # not $1.0000
+        return f"{sign}${n:.4f}"
+    if n >= _COMPACT_USD_FROM * 0.9995:
+        return f"{sign}${format_tokens(n)}"
+    return f"{sign}${n:,.2f}"
 
 
 def render_bar(used: float, limit: float, width: int = 20) -> str:
@@ -50,9 +63,11 @@ def format_clock(seconds: float) -> str:
 
 
 def format_percent(used: float, limit: float) -> str:
+    """``71%``; ``>999%`` past that, so a tiny limit keeps the percent column's width."""
     if limit <= 0:
         return "inf%"
-    return f"{used / limit * 100:.0f}%"
+    percent = used / limit * 100
+    return f"{percent:.0f}%" if percent < 999.5 else ">999%"
 
 
 def format_budget_amounts(budget: BudgetState) -> str:

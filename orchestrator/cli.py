@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import math
 import os
 import shlex
 import shutil
 import signal
+import stat
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -30,16 +32,20 @@ from orchestrator.config import (
     ConfigError,
     InstanceSpec,
     RunConfig,
+    argument_problem,
+    check_instance,
     check_mode,
+    command_line_problem,
     default_budget_key,
     instance_argv,
     load_config_file,
 )
 from orchestrator.descendants import become_subreaper
+from orchestrator.output_file import output_problem
 from orchestrator.palette import Palette, use_colour
 from orchestrator.report import HeadlessReporter, summary_report
 from orchestrator.run import Orchestrator, budget_manager_for
-from orchestrator.summary import check_writable, summary_dict, write_summary_json
+from orchestrator.summary import summary_dict, write_summary_json
 from orchestrator.threaded import ThreadedRun
 
 log = logging.getLogger("orchestrator")
@@ -47,6 +53,8 @@ log = logging.getLogger("orchestrator")
 DEMO_CONFIG = Path(__file__).parent / "demo" / "demo.json"
 SIMULATOR = Path(__file__).parent / "simulator.py"
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+MAX_SECONDS = 7 * 24 * 3600  # delays, timeouts, report intervals: a week at most
+MAX_CONCURRENT = 1000
 
 DESCRIPTION = "Run Claude Code instances in parallel and keep their token spend inside budgets."
 EPILOG = """\
@@ -55,7 +63,9 @@ budgets:
   cache_creation + cache_read (cache reads are cheap per token but large in number).
   An instance is charged to its budget key: 'budget_key' in the config, else the first
   word of its slash command (/analyze src -> /analyze), else its name. The overall budget
-  counts every instance. Limits take 50000, 50k, 1.5M or 2_000; USD limits 2.50 or $2.50.
+  counts every instance. Token limits take 50000, 50k, 1.5M or 2_000 (at most 10^15);
+  USD limits plain amounts: 5, 2.50 or $2.50 (no k/M, at most $1,000,000,000). A budget
+  key has no '=', whitespace or control characters, and each key is given once.
   Levels: ok < 70% <= warning < 90% <= critical < 100% <= exceeded.
   warn mode logs each level crossed and goes on; block mode does not launch an instance
   whose budget is exceeded and stops (SIGTERM, then SIGKILL) running instances charged
@@ -72,21 +82,63 @@ exit status:
 """
 
 
+CLAUDE_ARG_HINT = "to give claude one of orchestrator's own options, write --claude-arg=--OPTION"
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         # One line, not argparse's usage dump: the message names the bad flag or value.
+        if message.startswith("argument --claude-arg: expected one argument"):
+            message += f" ({CLAUDE_ARG_HINT})"
         raise ConfigError(f"{message} (see --help)")
 
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        given = sys.argv[1:] if args is None else list(args)
+        own = tuple(self._option_string_actions)
+        return super().parse_known_args(_glue_claude_args(given, own), namespace)
 
-def _number(kind: Callable[[str], float], minimum: float, strict: bool) -> Callable[[str], float]:
+
+def _glue_claude_args(argv: list[str], own: tuple[str, ...]) -> list[str]:
+    """``--claude-arg --model`` as ``--claude-arg=--model`` (argparse refuses a value that
+    starts with '-'), unless the word is one of ``own`` options or an abbreviation of one:
+    ``--claude-arg --dry-run`` missing its value must not launch a real run."""
+    glued: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] == "--":  # what follows is positional
+            return glued + argv[i:]
+        if argv[i] == "--claude-arg" and i + 1 < len(argv) and not _is_own(argv[i + 1], own):
+            glued.append(f"--claude-arg={argv[i + 1]}")
+            i += 2
+        else:
+            glued.append(argv[i])
+            i += 1
+    return glued
+
+
+def _is_own(word: str, own: tuple[str, ...]) -> bool:
+    name = word.split("=", 1)[0]
+    abbreviation = len(name) > 2 and name.startswith("--")  # as argparse accepts them
+    return name in own or (abbreviation and any(option.startswith(name) for option in own))
+
+
+def _number(
+    kind: Callable[[str], float], minimum: float, maximum: float, strict: bool
+) -> Callable[[str], float]:
     def parse(text: str) -> float:
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
         if value < minimum or (strict and value == minimum):
             relation = ">" if strict else ">="
             raise argparse.ArgumentTypeError(f"{text!r} must be {relation} {minimum:g}")
+        if value > maximum:
+            raise argparse.ArgumentTypeError(f"{text!r} must be at most {maximum:g}")
         return value
 
     return parse
@@ -99,39 +151,134 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("command", nargs="?", help="one instance running this slash command or prompt")
+    p.add_argument(
+        "command",
+        nargs="?",
+        help='one instance running this slash command or prompt, e.g. "/analyze src"',
+    )
     source = p.add_mutually_exclusive_group()
     source.add_argument(
-        "--config", metavar="FILE", help='JSON: {"instances": [...], "budget": {...}}'
+        "--config",
+        metavar="FILE",
+        help='instances and budgets from a JSON file: {"instances": [...], "budget": {...}}, '
+        "e.g. examples/budgets.json (default: none; give a COMMAND, --config or --demo)",
     )
-    source.add_argument("--demo", action="store_true", help="bundled simulated instances")
-    p.add_argument("--workspace", metavar="DIR", help="working directory of every instance")
-    p.add_argument("--claude-bin", metavar="PATH", help="claude executable")
+    source.add_argument(
+        "--demo",
+        action="store_true",
+        help="run the bundled simulated instances: no Claude, no network, no key (default: off)",
+    )
+    p.add_argument(
+        "--workspace",
+        metavar="DIR",
+        help="working directory of every instance, e.g. ../app; it must exist and be "
+        "readable (default: the current directory)",
+    )
+    p.add_argument(
+        "--claude-bin",
+        metavar="PATH",
+        help="the claude executable, e.g. ~/.local/bin/claude "
+        "(default: $ORCHESTRATOR_CLAUDE_BIN, else claude on PATH)",
+    )
     p.add_argument(
         "--claude-arg",
         metavar="ARG",
         action="append",
         default=[],
-        help="extra argument, repeatable",
+        help="one more argument for every instance, repeatable; the word after it is taken "
+        "as is, even if it starts with '-': --claude-arg --max-turns --claude-arg 3, "
+        "or --claude-arg=--model=opus; one of orchestrator's own options needs the '=' form, "
+        "--claude-arg=--version (default: none)",
     )
-    p.add_argument("--max-concurrent", metavar="N", type=_number(int, 1, False), default=4)
-    p.add_argument("--startup-delay", metavar="SECS", type=_number(float, 0, False), default=0.0)
-    p.add_argument("--timeout", metavar="SECS", type=_number(float, 0, True), default=None)
     p.add_argument(
-        "--command-budget", metavar="CMD=LIMIT", action="append", default=[], help="token budget"
+        "--max-concurrent",
+        metavar="N",
+        type=_number(int, 1, MAX_CONCURRENT, False),
+        default=4,
+        help=f"instances running at once, e.g. 8; 1 to {MAX_CONCURRENT} (default: 4)",
     )
-    p.add_argument("--overall-token-budget", metavar="N")
-    p.add_argument("--command-cost-budget", metavar="CMD=USD", action="append", default=[])
-    p.add_argument("--overall-cost-budget", metavar="USD")
-    p.add_argument("--budget-enforcement-mode", choices=("warn", "block"), default=None)
-    p.add_argument("--tui", action="store_true", help="the Textual monitor")
     p.add_argument(
-        "--status-report-interval", metavar="SECS", type=_number(float, 0, False), default=5.0
+        "--startup-delay",
+        metavar="SECS",
+        type=_number(float, 0, MAX_SECONDS, False),
+        default=0.0,
+        help=f"pause between two launches, e.g. 0.5; 0 to {MAX_SECONDS} (a week) (default: 0)",
     )
-    p.add_argument("--summary-json", metavar="FILE")
-    p.add_argument("--no-color", action="store_true", help="no colour (also: NO_COLOR)")
-    p.add_argument("--dry-run", action="store_true", help="print argv and budgets; launch nothing")
-    p.add_argument("--quiet", action="store_true", help="only warnings and the final summary")
+    p.add_argument(
+        "--timeout",
+        metavar="SECS",
+        type=_number(float, 0, MAX_SECONDS, True),
+        default=None,
+        help="stop an instance that runs longer, e.g. 600; at most a week (default: no limit)",
+    )
+    p.add_argument(
+        "--command-budget",
+        metavar="CMD=LIMIT",
+        action="append",
+        default=[],
+        help="token budget of the instances charged to CMD, e.g. /analyze=200k; repeatable, "
+        "each CMD once; overrides the config's (default: none)",
+    )
+    p.add_argument(
+        "--overall-token-budget",
+        metavar="N",
+        help="token budget of the whole run, e.g. 1.5M (default: the config's, else none)",
+    )
+    p.add_argument(
+        "--command-cost-budget",
+        metavar="CMD=USD",
+        action="append",
+        default=[],
+        help="cost budget of the instances charged to CMD, e.g. /review=2.50; repeatable, "
+        "each CMD once; overrides the config's (default: none)",
+    )
+    p.add_argument(
+        "--overall-cost-budget",
+        metavar="USD",
+        help="cost budget of the whole run, e.g. 10 or $7.50 (default: the config's, else none)",
+    )
+    p.add_argument(
+        "--budget-enforcement-mode",
+        choices=("warn", "block"),
+        default=None,
+        help="warn: log each level crossed; block: do not launch, and stop, what an exceeded "
+        "budget covers (default: the config's, else warn)",
+    )
+    p.add_argument(
+        "--tui",
+        action="store_true",
+        help="the Textual monitor; headless when stdout is not a terminal (default: off)",
+    )
+    p.add_argument(
+        "--status-report-interval",
+        metavar="SECS",
+        type=_number(float, 0, MAX_SECONDS, False),
+        default=5.0,
+        help="seconds between two blocks of budget bars in the headless log, e.g. 30; "
+        "0 = final summary only (default: 5)",
+    )
+    p.add_argument(
+        "--summary-json",
+        metavar="FILE",
+        help="write the final summary as JSON, e.g. run.json: replaced whole, a symlink's "
+        "target written, the mode kept; a FIFO, device, folder or the config file is "
+        "refused (default: none)",
+    )
+    p.add_argument(
+        "--no-color",
+        action="store_true",
+        help="no colour; also NO_COLOR (default: colour on a terminal only)",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print each instance's argv and the budgets; launch nothing (default: off)",
+    )
+    p.add_argument(
+        "--quiet",
+        action="store_true",
+        help="only warnings and the final summary (default: off)",
+    )
     p.add_argument("--version", action="version", version=f"orchestrator {__version__}")
     return p
 
@@ -150,21 +297,17 @@ def _instances(args: argparse.Namespace) -> tuple[list[InstanceSpec], BudgetConf
     prompt = args.command.strip()
     key = default_budget_key("instance", prompt)
     name = key.lstrip("/") if key.startswith("/") else "instance"
-    return [InstanceSpec(name=name, prompt=prompt, budget_key=key)], BudgetConfig()
+    spec = InstanceSpec(name=name, prompt=prompt, budget_key=key)
+    check_instance(spec, "COMMAND")
+    return [spec], BudgetConfig()
 
 
 def _budgets(args: argparse.Namespace, base: BudgetConfig) -> BudgetConfig:
-    """The file's budget block, overridden by the command line."""
-    tokens, usd = dict(base.command_tokens), dict(base.command_usd)
-    try:
-        for text in args.command_budget:
-            spec = parse_budget_spec(text, Unit.TOKENS)
-            tokens[spec.key] = int(spec.limit)
-        for text in args.command_cost_budget:
-            spec = parse_budget_spec(text, Unit.USD)
-            usd[spec.key] = spec.limit
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+    """The file's budget block, overridden by the command line key by key."""
+    flag_tokens = _flag_budgets("--command-budget", args.command_budget, Unit.TOKENS)
+    flag_usd = _flag_budgets("--command-cost-budget", args.command_cost_budget, Unit.USD)
+    tokens = {**base.command_tokens, **{key: int(limit) for key, limit in flag_tokens.items()}}
+    usd = {**base.command_usd, **flag_usd}
     overall_tokens = base.overall_tokens
     if args.overall_token_budget is not None:
         overall_tokens = int(
@@ -177,6 +320,25 @@ def _budgets(args: argparse.Namespace, base: BudgetConfig) -> BudgetConfig:
     if args.budget_enforcement_mode is not None:
         mode = check_mode(args.budget_enforcement_mode, "--budget-enforcement-mode")
     return BudgetConfig(overall_tokens, overall_usd, tokens, usd, mode)
+
+
+def _flag_budgets(flag: str, specs: list[str], unit: Unit) -> dict[str, float]:
+    """``KEY=LIMIT`` flags as limits; a key given twice is an error (the last would
+    silently win, perhaps a budget loosened by accident)."""
+    limits: dict[str, float] = {}
+    given: dict[str, str] = {}
+    for text in specs:
+        try:
+            spec = parse_budget_spec(text, unit)
+        except ValueError as exc:
+            raise ConfigError(f"{flag}: {exc}") from None
+        if spec.key in given:
+            raise ConfigError(
+                f"{flag} {spec.key} is given twice ({given[spec.key]!r}, then {text!r}); "
+                "give each key once"
+            )
+        limits[spec.key], given[spec.key] = spec.limit, text
+    return limits
 
 
 def _flag_limit(flag: str, text: str, unit: Unit) -> float:
@@ -217,9 +379,12 @@ def resolve_claude(args: argparse.Namespace) -> tuple[str, ...]:
 def build_run(args: argparse.Namespace) -> RunConfig:
     instances, file_budgets = _instances(args)
     budgets = _budgets(args, file_budgets)
-    if args.workspace is not None and not Path(args.workspace).is_dir():
-        raise ConfigError(f"--workspace {args.workspace}: not a directory")
-    return RunConfig(
+    if args.workspace is not None and (problem := workspace_problem(args.workspace)):
+        raise ConfigError(f"--workspace {args.workspace}: {problem}")
+    for arg in args.claude_arg:
+        if problem := argument_problem(arg):
+            raise ConfigError(f"--claude-arg {arg!r} {problem}")
+    run = RunConfig(
         instances=tuple(instances),
         budgets=budgets,
         claude_cmd=resolve_claude(args) if not args.dry_run or args.demo else _dry_claude(args),
@@ -229,6 +394,26 @@ def build_run(args: argparse.Namespace) -> RunConfig:
         startup_delay_s=float(args.startup_delay),
         timeout_s=args.timeout,
     )
+    for spec in run.instances:
+        if problem := command_line_problem(instance_argv(run, spec)):
+            raise ConfigError(f"instance {spec.name!r}: {problem}")
+    return run
+
+
+def workspace_problem(path: str) -> str | None:
+    """Why instances cannot run in ``path``, or None. Without this check a spawn into a
+    folder we may not enter fails as "cannot start claude: Permission denied"."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return "does not exist"
+    except (OSError, ValueError) as exc:
+        return f"cannot be reached: {getattr(exc, 'strerror', None) or exc}"
+    if not stat.S_ISDIR(info.st_mode):
+        return "is not a directory"
+    if not os.access(path, os.R_OK | os.X_OK):
+        return "cannot be entered and read: permission denied"
+    return None
 
 
 def _dry_claude(args: argparse.Namespace) -> tuple[str, ...]:
@@ -331,6 +516,16 @@ def _detach_dead_terminal(fds: Sequence[int]) -> None:
         os.close(null)
 
 
+def run_inputs(args: argparse.Namespace, run: RunConfig) -> list[tuple[str, str]]:
+    """Files the run reads, which an output file must not replace: (what, path)."""
+    inputs = [("the command the instances run", part) for part in run.claude_cmd]
+    if args.config or args.demo:
+        inputs.append(("the config file", args.config or str(DEMO_CONFIG)))
+    if prices := os.environ.get("ORCHESTRATOR_PRICES"):
+        inputs.append(("the price table (ORCHESTRATOR_PRICES)", prices))
+    return inputs
+
+
 def load_prices() -> PriceTable | None:
     """A user's price table from $ORCHESTRATOR_PRICES, for estimates before the CLI's own cost."""
     path = os.environ.get("ORCHESTRATOR_PRICES")
@@ -350,7 +545,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         run = build_run(args)
         manager = _budget_manager(run)
         prices = load_prices()
-        if args.summary_json and (problem := check_writable(Path(args.summary_json))):
+        if args.summary_json and (
+            problem := output_problem(args.summary_json, run_inputs(args, run))
+        ):
             raise ConfigError(f"--summary-json: cannot write there: {problem}")
     except ConfigError as exc:
         print(f"orchestrator: error: {exc}", file=sys.stderr)
@@ -401,7 +598,11 @@ def _finish(
     meaning = None
     if args.summary_json:
         try:
-            write_summary_json(Path(args.summary_json), summary_dict(snapshot, code))
+            write_summary_json(
+                args.summary_json,
+                summary_dict(snapshot, code),
+                run_inputs(args, orchestrator.config),
+            )
         except OSError as exc:
             print(
                 f"orchestrator: error: cannot write --summary-json {args.summary_json}: "

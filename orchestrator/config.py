@@ -7,11 +7,21 @@ value and what is allowed; the CLI prints it as one line and exits 2 before laun
 from __future__ import annotations
 
 import json
+import os
+import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from budget_core import MODES, Mode
+from budget_core import (
+    MAX_TOKENS,
+    MAX_USD,
+    MODES,
+    Mode,
+    check_budget_key,
+    unprintable_character,
+)
 
 INSTANCE_KEYS = (
     "name",
@@ -35,6 +45,9 @@ BUDGET_KEYS = (
 )
 TOP_KEYS = ("instances", "budget")
 PERMISSION_MODES = ("default", "acceptEdits", "bypassPermissions", "plan")
+# Linux refuses (E2BIG) one argument longer than this, its NUL included; elsewhere only the
+# whole command line is limited.
+MAX_ARG_STRLEN = 131_072 if sys.platform.startswith("linux") else None
 
 
 class ConfigError(Exception):
@@ -81,13 +94,71 @@ def load_config_file(path: Path) -> tuple[list[InstanceSpec], BudgetConfig]:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise ConfigError(f"{path}: cannot read config file: {exc}") from None
+    duplicates: list[_Duplicate] = []
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=_pairs_hook(duplicates), parse_int=_json_int)
+        for holder, key, first, second in duplicates:
+            where = _path_to(data, holder)
+            if where is not None:  # else it was in a value that a later duplicate replaced
+                raise ConfigError(
+                    f"{path}: {where or 'the top level'}: key {key!r} is given twice "
+                    f"({_brief(first)}, then {_brief(second)}); give each key once"
+                )
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path}:{exc.lineno}:{exc.colno}: malformed JSON: {exc.msg}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: the JSON is nested too deeply") from None
     return parse_config(data, str(path))
+
+
+_Duplicate = tuple[dict[str, Any], str, object, object]  # a JSON object, its key, both values
+
+
+def _pairs_hook(found: list[_Duplicate]) -> Callable[[list[tuple[str, Any]]], dict[str, Any]]:
+    """Builds JSON objects like ``json`` does, noting each key given twice (``json`` would
+    silently keep the last)."""
+
+    def build(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        obj: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in obj:
+                found.append((obj, key, obj[key], value))
+            obj[key] = value
+        return obj
+
+    return build
+
+
+def _path_to(data: object, target: object, path: str = "") -> str | None:
+    """``instances[0]`` or ``budget.command_budgets``: where ``target`` sits in ``data``."""
+    if data is target:
+        return path
+    items: list[tuple[str, object]] = []
+    if isinstance(data, dict):
+        items = [(f"{path}.{k}" if path else k, v) for k, v in data.items()]
+    elif isinstance(data, list):
+        items = [(f"{path}[{i}]", v) for i, v in enumerate(data)]
+    for sub_path, value in items:
+        if (found := _path_to(value, target, sub_path)) is not None:
+            return found
+    return None
+
+
+def _json_int(text: str) -> int | float:
+    # Past Python's 4,300-digit limit int() raises with advice about sys; as a float such a
+    # number gets the same "must be at most ..." as any other value too large.
+    return int(text) if len(text) <= 100 else float(text)
+
+
+def _brief(value: object) -> str:
+    if isinstance(value, dict):
+        return "{...}"
+    if isinstance(value, list):
+        return "[...]"
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def parse_config(data: object, where: str) -> tuple[list[InstanceSpec], BudgetConfig]:
@@ -120,7 +191,7 @@ def _text(data: dict[str, Any], key: str, where: str) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        raise ConfigError(f"{where}: '{key}' must be a string, not {value!r}")
+        raise ConfigError(f"{where}: '{key}' must be a string, not {_brief(value)}")
     return value
 
 
@@ -148,7 +219,7 @@ def _parse_instance(item: object, where: str) -> InstanceSpec:
     budget_key = _text(item, "budget_key", where)
     if budget_key is not None and not budget_key.strip():
         raise ConfigError(f"{where}: 'budget_key' is empty")
-    return InstanceSpec(
+    spec = InstanceSpec(
         name=name,
         prompt=text,
         budget_key=budget_key.strip() if budget_key else default_budget_key(name, text),
@@ -157,38 +228,105 @@ def _parse_instance(item: object, where: str) -> InstanceSpec:
         allowed_tools=_string_list(item.get("allowed_tools"), "allowed_tools", where),
         session_id=_text(item, "session_id", where),
         model=_text(item, "model", where),
-        max_tokens=_positive_int(
+        max_tokens=_token_limit(
             item.get("max_tokens_per_command"), "max_tokens_per_command", where
         ),
         claude_args=_string_list(item.get("claude_args"), "claude_args", where),
     )
+    check_instance(spec, where)
+    return spec
+
+
+def check_instance(spec: InstanceSpec, where: str) -> None:
+    """Refuse what the OS would refuse in an argument (a NUL byte, text it cannot encode,
+    too long) and what would break a log line or the table (in the name, the budget key)."""
+    fields: list[tuple[str, str | None]] = [
+        ("prompt", spec.prompt),
+        ("session_id", spec.session_id),
+        ("model", spec.model),
+    ]
+    fields += [(f"allowed_tools[{i}]", tool) for i, tool in enumerate(spec.allowed_tools)]
+    fields += [(f"claude_args[{i}]", arg) for i, arg in enumerate(spec.claude_args)]
+    for key, value in fields:
+        if value is not None and (problem := argument_problem(value)):
+            raise ConfigError(f"{where}: '{key}' {problem}")
+    try:
+        check_budget_key(spec.budget_key)
+    except ValueError as exc:
+        raise ConfigError(
+            f"{where}: {exc} (an instance's budget key is its 'budget_key', else the first "
+            "word of its slash command, else its name)"
+        ) from None
+    if problem := unprintable_character(spec.name):
+        raise ConfigError(f"{where}: name {spec.name!r} contains {problem}")
+
+
+def argument_problem(text: str) -> str | None:
+    """Why the OS would refuse ``text`` as one argument of a command line, or None."""
+    try:
+        raw = os.fsencode(text)
+    except UnicodeEncodeError as exc:
+        return f"holds {text[exc.start]!r}, which cannot be passed as an argument"
+    if b"\0" in raw:
+        return "contains a NUL byte, which cannot be passed as an argument"
+    if MAX_ARG_STRLEN is not None and len(raw) >= MAX_ARG_STRLEN:
+        return (
+            f"is {len(raw):,} bytes; one argument may hold at most {MAX_ARG_STRLEN - 1:,} "
+            "(the system's MAX_ARG_STRLEN)"
+        )
+    return None
+
+
+def command_line_problem(argv: Sequence[str]) -> str | None:
+    """Why ``argv`` with this process's environment is over the system's ARG_MAX, or None."""
+    pointer = 8  # each argument and variable also costs the kernel one pointer
+    size = sum(len(os.fsencode(arg)) + 1 + pointer for arg in argv)
+    size += sum(len(k) + len(v) + 2 + pointer for k, v in os.environb.items())
+    limit = os.sysconf("SC_ARG_MAX") - 2048  # POSIX's headroom, as xargs keeps
+    if size > limit:
+        return (
+            f"its command line and the environment would be {size:,} bytes, over the "
+            f"system's limit of {limit:,} (ARG_MAX)"
+        )
+    return None
 
 
 def _string_list(value: object, key: str, where: str) -> tuple[str, ...]:
     if value is None:
         return ()
-    if isinstance(value, str):
-        return tuple(part for part in value.replace(",", " ").split() if part)
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return tuple(value)
-    raise ConfigError(f"{where}: '{key}' must be a list of strings")
+    example = '["Read", "Grep"]' if key == "allowed_tools" else '["--max-turns", "3"]'
+    raise ConfigError(
+        f"{where}: '{key}' must be a list of strings like {example}, not {_brief(value)}"
+    )
 
 
-def _positive_int(value: object, key: str, where: str, required: bool = False) -> int | None:
+def _token_limit(value: object, key: str, where: str, required: bool = False) -> int | None:
     if value is None and not required:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise ConfigError(f"{where}: '{key}' must be a number > 0, not {value!r}")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not 0 < value <= MAX_TOKENS  # also false for NaN
+    ):
+        raise ConfigError(
+            f"{where}: '{key}' must be a number > 0, not {_brief(value)} "
+            "(a whole number of tokens, at most 10^15)"
+        )
     if value != int(value):
         raise ConfigError(f"{where}: '{key}' must be a whole number of tokens, not {value!r}")
     return int(value)
 
 
-def _positive_usd(value: object, key: str, where: str, required: bool = False) -> float | None:
+def _usd_limit(value: object, key: str, where: str, required: bool = False) -> float | None:
     if value is None and not required:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise ConfigError(f"{where}: '{key}' must be a number of USD > 0, not {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= MAX_USD:
+        raise ConfigError(
+            f"{where}: '{key}' must be a number of USD > 0, not {_brief(value)} "
+            f"(at most {MAX_USD:,})"
+        )
     return float(value)
 
 
@@ -197,17 +335,17 @@ def _parse_budget(raw: object, where: str) -> BudgetConfig:
         raise ConfigError(f"{where}: must be an object")
     _reject_unknown(raw, BUDGET_KEYS, where)
     command_tokens = {
-        key: _positive_int(limit, f"command_budgets.{key}", where, required=True) or 0
+        key: _token_limit(limit, f"command_budgets.{key}", where, required=True) or 0
         for key, limit in _table(raw, "command_budgets", where).items()
     }
     command_usd = {
-        key: _positive_usd(limit, f"command_cost_budgets.{key}", where, required=True) or 0.0
+        key: _usd_limit(limit, f"command_cost_budgets.{key}", where, required=True) or 0.0
         for key, limit in _table(raw, "command_cost_budgets", where).items()
     }
     mode = raw.get("enforcement_mode", "warn")
     return BudgetConfig(
-        overall_tokens=_positive_int(raw.get("overall_budget"), "overall_budget", where),
-        overall_usd=_positive_usd(raw.get("overall_cost_budget"), "overall_cost_budget", where),
+        overall_tokens=_token_limit(raw.get("overall_budget"), "overall_budget", where),
+        overall_usd=_usd_limit(raw.get("overall_cost_budget"), "overall_cost_budget", where),
         command_tokens=command_tokens,
         command_usd=command_usd,
         mode=check_mode(mode, f"{where}: 'enforcement_mode'"),
@@ -218,9 +356,22 @@ def _table(raw: dict[str, Any], key: str, where: str) -> dict[str, object]:
     table = raw.get(key, {})
     if not isinstance(table, dict):
         raise ConfigError(f"{where}: '{key}' must be an object of key: limit")
-    if any(not k.strip() for k in table):
-        raise ConfigError(f"{where}: '{key}' has an empty key")
-    return {k.strip(): v for k, v in table.items()}
+    checked: dict[str, object] = {}
+    for given, limit in table.items():
+        name = given.strip()
+        if not name:
+            raise ConfigError(f"{where}: '{key}' has an empty key")
+        try:
+            check_budget_key(name)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: '{key}': {exc}") from None
+        if name in checked:
+            raise ConfigError(
+                f"{where}: '{key}' gives {name!r} twice ({_brief(checked[name])}, then "
+                f"{_brief(limit)}); give each key once"
+            )
+        checked[name] = limit
+    return checked
 
 
 @dataclass(frozen=True, slots=True)

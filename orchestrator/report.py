@@ -192,6 +192,11 @@ def summary_report(
                 "    models not in the price table, estimated at default prices: "
                 + ", ".join(unknown)
             )
+    skipped = [f"{i.name} {i.skipped_lines:,}" for i in snapshot.instances if i.skipped_lines]
+    if skipped:
+        lines.append(
+            "  lines skipped (not stream-json, nothing counted from them): " + ", ".join(skipped)
+        )
     for i in snapshot.instances:
         if i.error and i.status is not InstanceStatus.SUCCEEDED:
             lines.append(f"  {i.name}: {i.error}")

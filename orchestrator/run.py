@@ -602,6 +602,7 @@ class Orchestrator:
             error=inst.error,
             unknown_models=tuple(sorted(tracker.unknown_models)),
             discrepancy=tracker.discrepancy.describe() if tracker.discrepancy else None,
+            skipped_lines=tracker.skipped_lines,
         )
 
 

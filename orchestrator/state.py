@@ -81,6 +81,7 @@ class InstanceView:
     unknown_models: tuple[str, ...] = ()  # priced with the default family for estimates
     # The CLI's result reported less than the stream showed; the larger figures were kept.
     discrepancy: str | None = None
+    skipped_lines: int = 0  # stdout lines that were not stream-json (so counted nothing)
 
 
 @dataclass(frozen=True, slots=True)

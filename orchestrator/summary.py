@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
+from budget_core import Unit
+from orchestrator.output_file import replace_file
 from orchestrator.state import RunSnapshot
+
+# Sums of float costs carry binary noise (0.026514999999999997); ten places drop it and
+# are still far finer than one token's price.
+USD_PLACES = 10
 
 
 def summary_dict(snapshot: RunSnapshot, exit_code: int) -> dict[str, Any]:
@@ -21,11 +25,12 @@ def summary_dict(snapshot: RunSnapshot, exit_code: int) -> dict[str, Any]:
             "exit_code": i.exit_code,
             "final": i.final,
             "tokens": i.usage.as_dict(),
-            "cost_usd": i.cost_usd,
+            "cost_usd": round(i.cost_usd, USD_PLACES),
             "cost_is_estimate": i.cost_is_estimate,
             "duration_s": round(i.elapsed_s, 3),
             "error": i.error,
             "discrepancy": i.discrepancy,
+            "skipped_lines": i.skipped_lines,
         }
         for i in snapshot.instances
     ]
@@ -33,8 +38,8 @@ def summary_dict(snapshot: RunSnapshot, exit_code: int) -> dict[str, Any]:
         {
             "key": b.key,
             "unit": str(b.unit),
-            "limit": b.limit,
-            "used": b.used,
+            "limit": round(b.limit, USD_PLACES) if b.unit is Unit.USD else b.limit,
+            "used": round(b.used, USD_PLACES) if b.unit is Unit.USD else b.used,
             "fraction": b.fraction,
             "level": str(b.level),
         }
@@ -48,33 +53,13 @@ def summary_dict(snapshot: RunSnapshot, exit_code: int) -> dict[str, Any]:
         "totals": {
             # From the instances themselves: exact even if the budget system failed mid-run.
             "tokens": snapshot.instances_usage.as_dict(),
-            "cost_usd": snapshot.instances_cost,
+            "cost_usd": round(snapshot.instances_cost, USD_PLACES),
         },
     }
 
 
-def check_writable(path: Path) -> str | None:
-    """Why ``path`` cannot be written, or None; checked before anything is launched."""
-    if path.is_dir():
-        return f"{path} is a directory"
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        return f"folder {parent} does not exist"
-    if path.exists() and not os.access(path, os.W_OK):
-        return f"{path} is not writable"
-    if not path.exists() and not os.access(parent, os.W_OK):
-        return f"folder {parent} is not writable"
-    return None
-
-
-def write_summary_json(path: Path, data: dict[str, Any]) -> None:
-    """Write atomically, so a reader never sees half a summary. Raises ``OSError``."""
-    text = json.dumps(data, indent=2) + "\n"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def write_summary_json(
+    path: str, data: dict[str, Any], inputs: Sequence[tuple[str, str]] = ()
+) -> None:
+    """Replace ``path`` atomically (see ``output_file``). Raises ``OSError``."""
+    replace_file(path, json.dumps(data, indent=2) + "\n", inputs)

@@ -191,7 +191,7 @@ def test_a_bad_flag_wins_over_a_good_file(tmp_path: Path, capsys: Capture) -> No
         (["   "], "nothing to run"),
         (["/a", "--config", "x.json"], "give a COMMAND or --config, not both"),
         (["--demo", "/a"], "--demo runs its own instances"),
-        (["/a", "--workspace", "/no/such/dir"], "--workspace /no/such/dir: not a directory"),
+        (["/a", "--workspace", "/no/such/dir"], "--workspace /no/such/dir: does not exist"),
     ],
     ids=["nothing", "blank command", "command and config", "demo and command", "workspace"],
 )

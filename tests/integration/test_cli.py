@@ -270,7 +270,7 @@ def test_no_colour_when_stdout_is_not_a_terminal(
 
 INSTANCE_KEYS = {
     "name", "command", "budget_key", "status", "exit_code", "final", "tokens",
-    "cost_usd", "cost_is_estimate", "duration_s", "error", "discrepancy",
+    "cost_usd", "cost_is_estimate", "duration_s", "error", "discrepancy", "skipped_lines",
 }  # fmt: skip
 TOKEN_KEYS = {"input", "output", "cache_creation", "cache_read", "total"}
 BUDGET_KEYS = {"key", "unit", "limit", "used", "fraction", "level"}
@@ -328,6 +328,7 @@ def test_summary_json_follows_the_schema(runner: Runner) -> None:
         assert is_number(inst["cost_usd"]) and inst["cost_usd"] >= 0
         assert is_number(inst["duration_s"]) and inst["duration_s"] >= 0
         assert inst["error"] is None or isinstance(inst["error"], str)
+        assert is_int(inst["skipped_lines"]) and inst["skipped_lines"] >= 0
     assert result.instance("plain")["budget_key"] == "plain"  # a plain prompt: its name
     assert result.instance("crashes")["error"]
     assert result.instance("ok")["error"] is None

@@ -107,12 +107,12 @@ def test_a_plain_prompt_is_budgeted_under_the_instance_name() -> None:
     assert one(name="docs", prompt="summarise docs").budget_key == "docs"
 
 
-def test_allowed_tools_as_one_string() -> None:
-    assert one(command="/a", allowed_tools="Read, Grep  Glob").allowed_tools == (
-        "Read",
-        "Grep",
-        "Glob",
-    )
+@pytest.mark.parametrize("key", ["allowed_tools", "claude_args"])
+def test_a_list_key_given_as_one_string_is_refused_not_split(key: str) -> None:
+    # Split on spaces, "--append-system-prompt 'be brief'" would become three arguments.
+    message = error({"instances": [{"command": "/a", key: "--model opus"}]})
+    assert f"'{key}' must be a list of strings like [" in message
+    assert "not '--model opus'" in message
 
 
 def test_default_names_follow_the_position() -> None:
@@ -308,9 +308,28 @@ def test_flags_override_the_file_key_by_key(tmp_path: Path) -> None:
     assert run.extra_args == ("--x", "--y=1")
 
 
-def test_a_repeated_flag_keeps_the_last(tmp_path: Path) -> None:
-    run = run_config(tmp_path, FILE, "--command-budget=/a=1k", "--command-budget=/a=2k")
-    assert run.budgets.command_tokens["/a"] == 2000
+@pytest.mark.parametrize(
+    ("flag", "first", "second"),
+    [
+        ("--command-budget", "/a=1k", "/a=2k"),
+        ("--command-budget", "/a=1k", " /a =1k"),  # the same key, spelled differently
+        ("--command-cost-budget", "/a=1", "/a=$2"),
+    ],
+)
+def test_a_flag_key_given_twice_is_refused_naming_both(
+    tmp_path: Path, flag: str, first: str, second: str
+) -> None:
+    # The last one silently winning could loosen a budget by accident.
+    with pytest.raises(ConfigError) as info:
+        run_config(tmp_path, FILE, f"{flag}={first}", f"{flag}={second}")
+    assert str(info.value) == (
+        f"{flag} /a is given twice ({first!r}, then {second!r}); give each key once"
+    )
+
+
+def test_one_key_may_have_a_token_and_a_cost_flag(tmp_path: Path) -> None:
+    run = run_config(tmp_path, FILE, "--command-budget=/a=1k", "--command-cost-budget=/a=2")
+    assert (run.budgets.command_tokens["/a"], run.budgets.command_usd["/a"]) == (1000, 2.0)
 
 
 def test_a_command_gets_one_instance_named_for_it(tmp_path: Path) -> None:

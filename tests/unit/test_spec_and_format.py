@@ -45,7 +45,7 @@ def test_parse_limit_accepts_token_counts(text: str, expected: int) -> None:
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("2.50", 2.5), ("$2.50", 2.5), ("$0.01", 0.01), ("10", 10.0), ("1k", 1000.0)],
+    [("2.50", 2.5), ("$2.50", 2.5), ("$0.01", 0.01), ("10", 10.0), (".5", 0.5)],
 )
 def test_parse_limit_accepts_usd(text: str, expected: float) -> None:
     assert parse_limit(text, Unit.USD) == pytest.approx(expected)
@@ -71,7 +71,7 @@ def test_parse_limit_accepts_usd(text: str, expected: float) -> None:
         ("1.5", Unit.TOKENS, "'1.5' is not a whole number"),
         ("$5", Unit.TOKENS, "'$5'"),
         ("$", Unit.USD, "empty"),
-        ("two dollars", Unit.USD, "'two dollars' is not a number like 2.50"),
+        ("two dollars", Unit.USD, "'two dollars' is not a plain amount like 5, 2.50"),
     ],
 )
 def test_parse_limit_rejects_bad_limits_naming_them(text: str, unit: Unit, named: str) -> None:
@@ -94,8 +94,10 @@ def test_parse_budget_spec_for_usd() -> None:
     assert spec.unit is Unit.USD
 
 
-def test_parse_budget_spec_key_may_hold_an_equals_sign() -> None:
-    assert parse_budget_spec("a=b=5").key == "a=b"
+def test_parse_budget_spec_splits_at_the_first_equals_sign() -> None:
+    # A key never holds '=', so "/a==5" is the key /a with the limit "=5", which is refused.
+    with pytest.raises(ValueError, match="limit '=5' is not a number"):
+        parse_budget_spec("/a==5")
 
 
 @pytest.mark.parametrize(
