@@ -27,13 +27,15 @@ from budget_core.formatting import (
 )
 from budget_core.levels import BudgetLevel, level_for
 from budget_core.pricing import ModelPrices, PriceTable, default_price_table
-from budget_core.spec import BudgetSpec, parse_budget_spec, parse_limit
+from budget_core.spec import BudgetSpec, parse_budget_spec, parse_limit, parse_windowed_limit
 from budget_core.tracker import UsageTracker, line_may_carry_usage
 from budget_core.usage import ZERO, TokenUsage
+from budget_core.windows import RUN, Window, parse_window
 
 __all__ = [
     "MODES",
     "OVERALL",
+    "RUN",
     "ZERO",
     "BudgetEvent",
     "BudgetLevel",
@@ -54,6 +56,7 @@ __all__ = [
     "TokenUsage",
     "Unit",
     "UsageTracker",
+    "Window",
     "default_price_table",
     "format_budget_amounts",
     "format_clock",
@@ -64,5 +67,7 @@ __all__ = [
     "line_may_carry_usage",
     "parse_budget_spec",
     "parse_limit",
+    "parse_window",
+    "parse_windowed_limit",
     "render_bar",
 ]

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
 from budget_core.budgets import Unit
+from budget_core.windows import RUN, Window, parse_window
 
 _SUFFIXES = {"": 1, "k": 1_000, "m": 1_000_000, "b": 1_000_000_000}
 _ALLOWED_TOKENS = "a number like 50000, 50k, 1.5M or 2_000"
@@ -20,6 +21,7 @@ class BudgetSpec:
     key: str
     limit: float
     unit: Unit
+    window: Window = RUN
 
 
 def parse_limit(text: str, unit: Unit = Unit.TOKENS) -> float:
@@ -58,6 +60,13 @@ def parse_limit(text: str, unit: Unit = Unit.TOKENS) -> float:
     return result
 
 
+def parse_windowed_limit(text: str, unit: Unit = Unit.TOKENS) -> tuple[float, Window]:
+    """``LIMIT`` or ``LIMIT/WINDOW`` (``2M/day``, ``50/5h``); a bare limit is per run."""
+    limit_text, slash, window_text = text.partition("/")
+    window = parse_window(window_text) if slash else RUN
+    return parse_limit(limit_text, unit), window
+
+
 def parse_budget_spec(spec: str, unit: Unit = Unit.TOKENS) -> BudgetSpec:
     """``KEY=LIMIT`` -> the key and its limit; raises ``ValueError`` naming the bad part."""
     if "=" not in spec:
@@ -67,7 +76,7 @@ def parse_budget_spec(spec: str, unit: Unit = Unit.TOKENS) -> BudgetSpec:
     if not key:
         raise ValueError(f"budget {spec!r} has no key before '=' (e.g. /analyze=50k)")
     try:
-        limit = parse_limit(limit_text, unit)
+        limit, window = parse_windowed_limit(limit_text, unit)
     except ValueError as exc:
         raise ValueError(f"budget {spec!r}: {exc}") from None
-    return BudgetSpec(key, limit, unit)
+    return BudgetSpec(key, limit, unit, window)

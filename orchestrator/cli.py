@@ -19,10 +19,11 @@ from budget_core import (
     BudgetManager,
     PriceTable,
     Unit,
+    Window,
     format_tokens,
     format_usd,
     parse_budget_spec,
-    parse_limit,
+    parse_windowed_limit,
 )
 from orchestrator import __version__
 from orchestrator.config import (
@@ -36,6 +37,7 @@ from orchestrator.config import (
     load_config_file,
 )
 from orchestrator.descendants import become_subreaper
+from orchestrator.ledger_cli import LEDGER_HELP, close_ledger, open_run_ledger
 from orchestrator.palette import Palette, use_colour
 from orchestrator.report import HeadlessReporter, summary_report
 from orchestrator.run import Orchestrator, budget_manager_for
@@ -132,6 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-color", action="store_true", help="no colour (also: NO_COLOR)")
     p.add_argument("--dry-run", action="store_true", help="print argv and budgets; launch nothing")
     p.add_argument("--quiet", action="store_true", help="only warnings and the final summary")
+    p.add_argument("--ledger", metavar="URL", help=LEDGER_HELP)
+    p.add_argument(
+        "--label", metavar="KEY=VALUE", action="append", default=[], help="run label, repeatable"
+    )
     p.add_argument("--version", action="version", version=f"orchestrator {__version__}")
     return p
 
@@ -156,32 +162,49 @@ def _instances(args: argparse.Namespace) -> tuple[list[InstanceSpec], BudgetConf
 def _budgets(args: argparse.Namespace, base: BudgetConfig) -> BudgetConfig:
     """The file's budget block, overridden by the command line."""
     tokens, usd = dict(base.command_tokens), dict(base.command_usd)
+    windows = dict(base.windows)  # a flag's limit replaces the file's, window and all
     try:
         for text in args.command_budget:
             spec = parse_budget_spec(text, Unit.TOKENS)
             tokens[spec.key] = int(spec.limit)
+            _set_window(windows, spec.key, Unit.TOKENS, spec.window)
         for text in args.command_cost_budget:
             spec = parse_budget_spec(text, Unit.USD)
             usd[spec.key] = spec.limit
+            _set_window(windows, spec.key, Unit.USD, spec.window)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     overall_tokens = base.overall_tokens
     if args.overall_token_budget is not None:
-        overall_tokens = int(
-            _flag_limit("--overall-token-budget", args.overall_token_budget, Unit.TOKENS)
+        limit, window = _flag_limit(
+            "--overall-token-budget", args.overall_token_budget, Unit.TOKENS
         )
+        overall_tokens = int(limit)
+        _set_window(windows, OVERALL, Unit.TOKENS, window)
     overall_usd = base.overall_usd
     if args.overall_cost_budget is not None:
-        overall_usd = _flag_limit("--overall-cost-budget", args.overall_cost_budget, Unit.USD)
+        overall_usd, window = _flag_limit(
+            "--overall-cost-budget", args.overall_cost_budget, Unit.USD
+        )
+        _set_window(windows, OVERALL, Unit.USD, window)
     mode = base.mode
     if args.budget_enforcement_mode is not None:
         mode = check_mode(args.budget_enforcement_mode, "--budget-enforcement-mode")
-    return BudgetConfig(overall_tokens, overall_usd, tokens, usd, mode)
+    return BudgetConfig(overall_tokens, overall_usd, tokens, usd, mode, windows)
 
 
-def _flag_limit(flag: str, text: str, unit: Unit) -> float:
+def _set_window(
+    windows: dict[tuple[str, Unit], Window], key: str, unit: Unit, window: Window
+) -> None:
+    if window.is_run:
+        windows.pop((key, unit), None)
+    else:
+        windows[(key, unit)] = window
+
+
+def _flag_limit(flag: str, text: str, unit: Unit) -> tuple[float, Window]:
     try:
-        return parse_limit(text, unit)
+        return parse_windowed_limit(text, unit)
     except ValueError as exc:
         raise ConfigError(f"{flag}: {exc}") from None
 
@@ -345,6 +368,13 @@ def load_prices() -> PriceTable | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["usage"]:
+        from orchestrator.usage_cmd import main as usage_main
+
+        return usage_main(argv[1:])
+    if argv[:1] == ["run"]:  # the explicit spelling, for a prompt named like a subcommand
+        argv = argv[1:]
     try:
         args = build_parser().parse_args(argv)
         run = build_run(args)
@@ -362,10 +392,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     palette = Palette(use_colour(sys.stdout, args.no_color))
     for key in unused_budget_keys(run):
         log.warning(f"WARNING budget {key} applies to no instance (no instance's key is {key})")
+    try:
+        ledger = open_run_ledger(args, argv, run, manager)
+    except ConfigError as exc:
+        print(f"orchestrator: error: {exc}", file=sys.stderr)
+        return 2
     # What leaves an instance's process group (setsid) becomes ours when orphaned, so the
     # run finds and stops it with its instance (the process is the orchestrator's alone).
     become_subreaper()
-    orchestrator = Orchestrator(run, budgets=manager, prices=prices)
+    orchestrator = Orchestrator(run, budgets=manager, prices=prices, ledger=ledger)
     use_tui = args.tui and sys.stdout.isatty()
     if args.tui and not use_tui:
         print("orchestrator: --tui needs a terminal (stdout is not one); running headless")
@@ -397,11 +432,13 @@ def _budget_manager(run: RunConfig) -> BudgetManager:
 def _finish(
     orchestrator: Orchestrator, code: int, args: argparse.Namespace, palette: Palette
 ) -> int:
+    close_ledger(orchestrator, code)
     snapshot = orchestrator.snapshot()
     meaning = None
     if args.summary_json:
         try:
-            write_summary_json(Path(args.summary_json), summary_dict(snapshot, code))
+            data = summary_dict(snapshot, code, orchestrator.ledger)
+            write_summary_json(Path(args.summary_json), data)
         except OSError as exc:
             print(
                 f"orchestrator: error: cannot write --summary-json {args.summary_json}: "

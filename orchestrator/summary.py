@@ -5,13 +5,20 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from budget_core import OVERALL
+from orchestrator.ledger import redact_url
+from orchestrator.ledger.session import RunLedger
 from orchestrator.state import RunSnapshot
 
 
-def summary_dict(snapshot: RunSnapshot, exit_code: int) -> dict[str, Any]:
+def summary_dict(
+    snapshot: RunSnapshot, exit_code: int, ledger: RunLedger | None = None
+) -> dict[str, Any]:
     instances = [
         {
             "name": i.name,
@@ -28,6 +35,7 @@ def summary_dict(snapshot: RunSnapshot, exit_code: int) -> dict[str, Any]:
         }
         for i in snapshot.instances
     ]
+    now = time.time()
     budgets = [
         {
             "key": b.key,
@@ -36,10 +44,19 @@ def summary_dict(snapshot: RunSnapshot, exit_code: int) -> dict[str, Any]:
             "used": b.used,
             "fraction": b.fraction,
             "level": str(b.level),
+            "window": b.window.name,
+            "window_start": _iso(b.window.start(now)),
+            "used_before_run": (
+                ledger.used_before.get((None if b.key == OVERALL else b.key, b.unit), 0)
+                if ledger is not None
+                else 0
+            ),
         }
         for b in snapshot.budgets.budgets
     ]
     return {
+        "run_id": ledger.run_id if ledger is not None else None,
+        "ledger": redact_url(ledger.ledger.url) if ledger is not None else None,
         "enforcement_mode": snapshot.mode,
         "exit_code": exit_code,
         "instances": instances,
@@ -50,6 +67,10 @@ def summary_dict(snapshot: RunSnapshot, exit_code: int) -> dict[str, Any]:
             "cost_usd": snapshot.instances_cost,
         },
     }
+
+
+def _iso(ts: float | None) -> str | None:
+    return datetime.fromtimestamp(ts).astimezone().isoformat() if ts is not None else None
 
 
 def check_writable(path: Path) -> str | None:
