@@ -20,6 +20,7 @@ from typing import Any, Protocol, TypeVar
 
 from budget_core import (
     OVERALL,
+    ZERO,
     BudgetEvent,
     BudgetLevel,
     BudgetManager,
@@ -30,7 +31,6 @@ from budget_core import (
     ModeChanged,
     PriceTable,
     Unit,
-    ZERO,
     UsageTracker,
     format_budget_amounts,
     format_percent,
