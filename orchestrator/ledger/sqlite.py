@@ -240,9 +240,9 @@ class SqliteLedger:
     def _usage(self, since: float, until: float, by: str, now: float) -> list[UsageRow]:
         select = (
             # An instance's cost is an estimate when its latest charge says so (a result line
-        # with the CLI's own cost corrects the estimates before it): SQLite takes the bare
-        # column cost_is_estimate from the row of MAX(seq).
-        "SELECT run_id, instance, budget_key, model, SUM(input), SUM(output),"
+            # with the CLI's own cost corrects the estimates before it): SQLite takes the bare
+            # column cost_is_estimate from the row of MAX(seq).
+            "SELECT run_id, instance, budget_key, model, SUM(input), SUM(output),"
             " SUM(cache_creation), SUM(cache_read), SUM(cost_usd), cost_is_estimate, MAX(seq)"
             " FROM charges WHERE ts >= ? AND ts < ? GROUP BY run_id, instance, budget_key, model"
         )
