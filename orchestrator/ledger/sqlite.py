@@ -61,6 +61,8 @@ class SqliteLedger:
     def __init__(self, path: Path, display: str | None = None) -> None:
         self.path = path
         self.url = display or str(path)
+        if path.parent.exists() and not path.parent.is_dir():
+            raise LedgerError(f"cannot create ledger {path}: {path.parent} is not a folder")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
