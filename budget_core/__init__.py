@@ -24,6 +24,7 @@ from budget_core.formatting import (
     format_tokens,
     format_usd,
     render_bar,
+    render_window_bar,
 )
 from budget_core.levels import BudgetLevel, level_for
 from budget_core.pricing import ModelPrices, PriceTable, default_price_table
@@ -70,4 +71,5 @@ __all__ = [
     "parse_window",
     "parse_windowed_limit",
     "render_bar",
+    "render_window_bar",
 ]

@@ -163,3 +163,30 @@ def test_replacing_a_limit_keeps_the_window_and_its_outside_spend() -> None:
     manager.set_budget("/x", tokens=700)  # e.g. from the monitor
     state = manager.snapshot().budgets[0]
     assert (state.window, state.used, state.level) == (Window("day"), 800, BudgetLevel.EXCEEDED)
+
+
+def test_a_windowed_bar_draws_earlier_spend_then_this_runs() -> None:
+    from budget_core import render_window_bar
+
+    assert render_window_bar(30, 70, 100) == "[######========------]"
+    assert render_window_bar(0, 0, 100) == "[--------------------]"
+    assert render_window_bar(50, 50, 100) == "[##########----------]"
+    # Past the limit: full, `!` last, the earlier part still in proportion.
+    assert render_window_bar(120, 150, 100) == "[###############====!]"
+    # This run's spend that aged out of a rolling window makes `before` negative: no `#`.
+    assert render_window_bar(-5, 20, 100) == "[====----------------]"
+
+
+def test_a_headless_line_says_the_window() -> None:
+    from budget_core.budgets import BudgetState
+    from orchestrator.palette import Palette
+    from orchestrator.report import budget_line
+
+    state = BudgetState("/review", Unit.TOKENS, 2_000_000, 1_400_000, BudgetLevel.WARNING,
+                        Window("day"), 900_000)  # fmt: skip
+    line = budget_line(state, Palette(False), 7)
+    assert line.split() == [
+        "/review", "[#########=====------]", "70%", "1.4M/2M", "tokens", "today", "WARNING"
+    ]  # fmt: skip
+    usd = BudgetState("overall", Unit.USD, 50, 31, BudgetLevel.OK, Window("week"), 0)
+    assert "$31.00/$50.00 this week" in budget_line(usd, Palette(False), 11)
