@@ -20,7 +20,6 @@ from typing import Any, Protocol, TypeVar
 
 from budget_core import (
     OVERALL,
-    ZERO,
     BudgetEvent,
     BudgetLevel,
     BudgetManager,
@@ -57,6 +56,7 @@ from orchestrator.state import (
 
 T = TypeVar("T")
 BURN_SAMPLE_INTERVAL_S = 1.0
+RECORD_INTERVAL_S = 0.04  # this run's counts reach the ledger within ~100 ms
 CLI_BUDGET_STOP = "error_max_budget_usd"  # the result subtype of the CLI's --max-budget-usd
 _STATE_CHANGED = StateChanged()
 S = InstanceStatus
@@ -103,7 +103,6 @@ class _Instance:
     exit_code: int | None = None
     error: str | None = None
     charged_cost: float = 0.0
-    ledger_estimate: bool = False  # the cost_is_estimate of its last charge in the ledger
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
 
     @property
@@ -243,6 +242,7 @@ class Orchestrator:
             loop = asyncio.get_running_loop()
             self.ledger.start(loop, self._on_window_spend, self._on_ledger_error)
         sampler = asyncio.create_task(self._sample_burn())
+        recorder = asyncio.create_task(self._record_spend())
         try:
             try:
                 await self._launch_all()
@@ -251,10 +251,12 @@ class Orchestrator:
             await asyncio.gather(*self._watchers)
         finally:
             sampler.cancel()
+            recorder.cancel()
             self._sweep_strays(inst.token for inst in self._instances)
             self._spawner.close()  # only now: its thread's end kills what it started
             self._ended_at = self._clock()
             self._finished = True
+            self.record_spend()
             self._sample_now()
             self._emit(_STATE_CHANGED)
         return self.exit_code()
@@ -420,6 +422,7 @@ class Orchestrator:
     def _end(self, inst: _Instance, status: InstanceStatus, error: str | None = None) -> None:
         self._move(inst, status, error)
         inst.ended_at = self._clock()
+        self.record_spend()
         self._record(inst)
 
     def _cancel_or_stop(self, inst: _Instance, reason: str, signal_now: bool = True) -> None:
@@ -474,15 +477,8 @@ class Orchestrator:
         tracker = inst.tracker
         delta = tracker.feed_line(line)
         cost = tracker.cost_usd
-        if self.ledger is not None and tracker.cost_is_estimate != inst.ledger_estimate:
-            # The ledger's latest charge says whether the instance's cost is an estimate.
-            inst.ledger_estimate = tracker.cost_is_estimate
-            self.ledger.charge(inst.name, inst.key, tracker.model, ZERO, 0.0, inst.ledger_estimate)
         if delta or cost != inst.charged_cost:
             cost_delta, inst.charged_cost = cost - inst.charged_cost, cost
-            if self.ledger is not None:  # whatever happened to enforcement: every token kept
-                estimate = tracker.cost_is_estimate
-                self.ledger.charge(inst.name, inst.key, tracker.model, delta, cost_delta, estimate)
             if self._enforcement_ok:
                 self._guard(self.budgets.charge, inst.key, inst.name, delta, cost_delta)
                 self._enforce(inst)
@@ -508,6 +504,27 @@ class Orchestrator:
             self._enforce(inst)
 
     # -- the ledger: spend from other runs comes in; this run's records go out ------------
+
+    async def _record_spend(self) -> None:
+        while True:
+            await asyncio.sleep(RECORD_INTERVAL_S)
+            self.record_spend()
+
+    def record_spend(self) -> None:
+        """Hand each instance's counts to the ledger, which writes what changed as charges:
+        sampled every RECORD_INTERVAL_S, not per line, so reading a line costs nothing more."""
+        if self.ledger is None:
+            return
+        for inst in self._instances:
+            tracker = inst.tracker
+            self.ledger.record_totals(
+                inst.name,
+                inst.key,
+                tracker.model,
+                tracker.usage,
+                tracker.cost_usd,
+                tracker.cost_is_estimate,
+            )
 
     def _on_window_spend(self, spends: list[WindowSpend]) -> None:
         """Other runs' spend in each windowed budget's window (it falls only as a rolling

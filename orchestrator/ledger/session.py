@@ -1,7 +1,7 @@
 """One run's link to the ledger: charges go out and other runs' spend comes in, on a thread.
 
-The event loop only appends to a deque (``charge``, ``instance``); a thread of its own
-writes what is pending every ``FLUSH_S`` (so a charge is durable within ~100 ms), writes a
+The event loop only appends to a deque (``record_totals``, ``instance``); a thread of its own
+writes what is pending as soon as it comes (at the latest every ``FLUSH_S``), writes a
 heartbeat, and reads the windows' spend every ``POLL_S``, handing it to the loop with
 ``call_soon_threadsafe``. The loop never waits on SQLite.
 """
@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from budget_core import TokenUsage, Unit, Window
+from budget_core import ZERO, TokenUsage, Unit, Window
 from orchestrator.ledger.base import (
     Charge,
     InstanceRecord,
@@ -102,6 +102,9 @@ class RunLedger:
         self._seq: dict[str, int] = {}
         self._pending: collections.deque[Charge | InstanceRecord] = collections.deque()
         self._stop = threading.Event()
+        self._wake = threading.Event()  # something is pending: write it now
+        # Per instance: the counts already turned into charges (usage, cost, estimate).
+        self._written: dict[str, tuple[TokenUsage, float, bool]] = {}
         self._thread: threading.Thread | None = None
         self._failed: str | None = None  # the last write error, until a write succeeds
         # Each windowed budget's spend from elsewhere when the run started (summary JSON).
@@ -135,7 +138,7 @@ class RunLedger:
 
     # -- on the event loop: appends only ---------------------------------------------------
 
-    def charge(
+    def record_totals(
         self,
         instance: str,
         key: str,
@@ -144,6 +147,14 @@ class RunLedger:
         cost_usd: float,
         cost_is_estimate: bool,
     ) -> None:
+        """An instance's counts so far: what changed since the last call becomes a charge
+        (also when only whether its cost is an estimate changed: the latest charge says)."""
+        if instance not in self._written and not usage and not cost_usd:
+            return  # nothing spent yet (or never launched): no charge
+        last_usage, last_cost, last_estimate = self._written.get(instance, (ZERO, 0.0, False))
+        if usage == last_usage and cost_usd == last_cost and cost_is_estimate == last_estimate:
+            return
+        self._written[instance] = (usage, cost_usd, cost_is_estimate)
         seq = self._seq[instance] = self._seq.get(instance, 0) + 1
         self._pending.append(
             Charge(
@@ -153,11 +164,12 @@ class RunLedger:
                 self._clock(),
                 key,
                 model,
-                usage,
-                cost_usd,
+                usage - last_usage,
+                cost_usd - last_cost,
                 cost_is_estimate,
             )
         )
+        self._wake.set()
 
     def instance(self, record: InstanceRecord) -> None:
         self._pending.append(record)
@@ -182,7 +194,9 @@ class RunLedger:
         on_error: Callable[[str | None], None],
     ) -> None:
         next_poll = next_beat = 0.0
-        while not self._stop.wait(FLUSH_S):
+        while not self._stop.is_set():
+            self._wake.wait(FLUSH_S)
+            self._wake.clear()
             now = time.monotonic()
             beat = now >= next_beat
             if beat:
@@ -221,6 +235,7 @@ class RunLedger:
     def finish(self, records: Sequence[InstanceRecord], exit_code: int) -> str | None:
         """Stop the thread, write what is pending and close the run; returns an error."""
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join()
         for record in records:
