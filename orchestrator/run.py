@@ -56,7 +56,7 @@ from orchestrator.state import (
 
 T = TypeVar("T")
 BURN_SAMPLE_INTERVAL_S = 1.0
-RECORD_INTERVAL_S = 0.04  # this run's counts reach the ledger within ~100 ms
+RECORD_INTERVAL_S = 0.025  # this run's counts reach the ledger within ~100 ms
 CLI_BUDGET_STOP = "error_max_budget_usd"  # the result subtype of the CLI's --max-budget-usd
 _STATE_CHANGED = StateChanged()
 S = InstanceStatus

@@ -71,6 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_when(text: str, now: float, end_of_day: bool = False) -> float:
     """WHEN -> POSIX seconds; raises ``UsageError`` naming what is allowed."""
+    try:
+        return _parse_when(text, now, end_of_day)
+    except (OverflowError, OSError, ValueError):
+        raise UsageError(f"WHEN {text!r} is out of range") from None
+
+
+def _parse_when(text: str, now: float, end_of_day: bool) -> float:
     value = text.strip().lower()
     today = date.fromtimestamp(now)
     day: date | None = None

@@ -250,7 +250,13 @@ class SqliteLedger:
         )
         parts: list[tuple[str, tuple[object, ...]]] = []  # (group, one summed row)
         if by in ("day", "week", "month"):
-            for start, end in calendar_buckets(by, since, until):
+            # Buckets only where there are charges: --since 100000d must not mean 100,000
+            # queries (nor a date before year 1).
+            first, last = self._db.execute(
+                "SELECT MIN(ts), MAX(ts) FROM charges WHERE ts >= ? AND ts < ?", (since, until)
+            ).fetchone()
+            spans = calendar_buckets(by, first, last + 1e-6) if first is not None else []
+            for start, end in spans:
                 label = _bucket_label(by, start)
                 rows = self._db.execute(select, (max(start, since), min(end, until))).fetchall()
                 parts += [(label, row) for row in rows]

@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 from harness import ORCHESTRATOR, FakeClaude, MakeFakeClaude, Runner, Sim, clean_env, instance
 
+from budget_core import TokenUsage
+from orchestrator.ledger import Charge, RunRecord
 from orchestrator.ledger.sqlite import SqliteLedger
 
 CALL = sum(Sim().usage(1).values()) - Sim().usage(1)["total"]  # tokens of one call (4,800)
@@ -233,3 +235,28 @@ def test_usage_rejects_bad_arguments_in_one_line(
     assert proc.returncode == 2
     assert proc.stderr.startswith("orchestrator usage: error: ") and message in proc.stderr
     assert proc.stderr.count("\n") == 1
+
+
+def test_run_is_the_explicit_spelling_for_a_prompt_named_like_a_subcommand(
+    runner: Runner,
+) -> None:
+    proc = subprocess.run(
+        [str(ORCHESTRATOR), "run", "usage", "--dry-run", f"--claude-bin={runner.claude.path}"],
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert " -p usage " in proc.stdout
+
+
+def test_usage_of_a_long_range_buckets_only_days_with_charges(tmp_path: Path) -> None:
+    path = tmp_path / "l.sqlite3"
+    db = SqliteLedger(path)
+    db.open_run(RunRecord("r", time.time(), "h", "u", "/", (), "warn"))
+    db.write([Charge("r", "i", 1, time.time(), "/x", "m", TokenUsage(5, 6, 7, 8), 0.5, False)], [])
+    db.close()
+    (row,) = usage_json(path, "--since=99999d")
+    assert (row["total"], row["cost_usd"], row["runs"], row["instances"]) == (26, 0.5, 1, 1)

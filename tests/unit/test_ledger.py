@@ -245,7 +245,7 @@ def test_an_instances_charges_sum_to_its_reported_figures(
         assembler = LineAssembler(partial(orchestrator._on_line, inst), line_may_carry_usage)
         for i in range(0, len(data), chunk):
             assembler.feed(data[i : i + chunk])
-            orchestrator.record_spend()  # as the run does every 40 ms: anywhere in a stream
+            orchestrator.record_spend()  # as the run does every 25 ms: anywhere in a stream
         assembler.close()
     orchestrator.record_spend()  # as the run does when it ends
     assert session.finish(orchestrator.instance_records(), 0) is None
