@@ -58,6 +58,9 @@ budgets:
   An instance is charged to its budget key: 'budget_key' in the config, else the first
   word of its slash command (/analyze src -> /analyze), else its name. The overall budget
   counts every instance. Limits take 50000, 50k, 1.5M or 2_000; USD limits 2.50 or $2.50.
+  A limit may carry a window, counted over every run on the ledger (--ledger):
+  /review=2M/day, 5/week, 10M/month, 50/5h, 90m, 7d (calendar windows in local time).
+  'orchestrator usage --help': what the ledger holds, by day, command, model, run, label.
   Levels: ok < 70% <= warning < 90% <= critical < 100% <= exceeded.
   warn mode logs each level crossed and goes on; block mode does not launch an instance
   whose budget is exceeded and stops (SIGTERM, then SIGKILL) running instances charged
@@ -278,10 +281,11 @@ def dry_run_text(run: RunConfig, manager: BudgetManager) -> str:
     budgets = manager.snapshot().budgets
     lines.append("budgets:" if budgets else "budgets: none")
     for b in budgets:
+        per = "" if b.window.is_run else f" per {b.window.name}"
         if b.unit is Unit.USD:
-            lines.append(f"  {b.key}: {format_usd(b.limit)}")
+            lines.append(f"  {b.key}: {format_usd(b.limit)}{per}")
         else:
-            lines.append(f"  {b.key}: {int(b.limit):,} tokens ({format_tokens(b.limit)})")
+            lines.append(f"  {b.key}: {int(b.limit):,} tokens ({format_tokens(b.limit)}){per}")
     return "\n".join(lines)
 
 
