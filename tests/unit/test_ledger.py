@@ -270,3 +270,47 @@ def test_an_instances_charges_sum_to_its_reported_figures(
             tracker.usage.input, tracker.usage.output,
             tracker.usage.cache_creation, tracker.usage.cache_read,
         ]  # fmt: skip
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.lists(
+        st.tuples(st.floats(0, 4 * 3600), st.integers(0, 3), st.integers(1, 10**6)),
+        min_size=1,
+        max_size=40,
+    ),
+    st.floats(-600, 4 * 3600),
+    st.floats(0, 5 * 3600),
+    st.booleans(),
+)
+def test_a_report_sums_exactly_whatever_the_range_and_however_often_written(
+    tmp_path_factory: pytest.TempPathFactory,
+    charges: list[tuple[float, int, int]],
+    since: float,
+    length: float,
+    write_twice: bool,
+) -> None:
+    """Whole quarter hours come from the rollup, the ragged ends from the charges: the sums
+    are those of the charges in the range, each counted once."""
+    db = SqliteLedger(tmp_path_factory.mktemp("rollup") / "l.sqlite3")
+    db.open_run(record("r"))
+    rows = [
+        charge("r", f"i{k}", seq, T0 + at, key=f"/k{k}", tokens=tokens, cost=tokens / 1e6)
+        for seq, (at, k, tokens) in enumerate(charges)
+    ]
+    db.write(rows, [])
+    if write_twice:
+        db.write(rows[::-1], [])
+    start, end = T0 + since, T0 + since + length + 1
+    got = {r.group: (r.usage.total, r.cost_usd) for r in db.usage(start, end, "command", T0)}
+    expected: dict[str, list[float]] = {}
+    for c in rows:
+        if start <= c.at < end:
+            sums = expected.setdefault(c.budget_key, [0, 0.0])
+            sums[0] += c.usage.total
+            sums[1] += c.cost_usd
+    assert {k: v[0] for k, v in got.items()} == {k: v[0] for k, v in expected.items()}
+    for key, (_, cost) in got.items():
+        assert cost == pytest.approx(expected[key][1], rel=1e-9)
