@@ -232,6 +232,8 @@ def _drive_orchestrator(params: dict[str, Any]) -> dict[str, Any]:
                 watcher.cancel()
 
     cli.Orchestrator = Recording
+    # No benchmark writes into the user's ledger: none, unless the set-up names one.
+    os.environ["ORCHESTRATOR_LEDGER"] = "none"
     os.environ.update(params.get("env", {}))
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)

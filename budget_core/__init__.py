@@ -24,6 +24,7 @@ from budget_core.formatting import (
     format_tokens,
     format_usd,
     render_bar,
+    render_window_bar,
 )
 from budget_core.levels import BudgetLevel, level_for
 from budget_core.pricing import ModelPrices, PriceTable, default_price_table
@@ -35,16 +36,19 @@ from budget_core.spec import (
     check_budget_key,
     parse_budget_spec,
     parse_limit,
+    parse_windowed_limit,
     unprintable_character,
 )
 from budget_core.tracker import UsageTracker, line_may_carry_usage
 from budget_core.usage import ZERO, TokenUsage
+from budget_core.windows import RUN, Window, parse_window
 
 __all__ = [
     "MAX_TOKENS",
     "MAX_USD",
     "MODES",
     "OVERALL",
+    "RUN",
     "ZERO",
     "BudgetEvent",
     "BudgetLevel",
@@ -66,6 +70,7 @@ __all__ = [
     "Unit",
     "UsageDiscrepancy",
     "UsageTracker",
+    "Window",
     "check_budget_key",
     "default_price_table",
     "format_budget_amounts",
@@ -77,6 +82,9 @@ __all__ = [
     "line_may_carry_usage",
     "parse_budget_spec",
     "parse_limit",
+    "parse_window",
+    "parse_windowed_limit",
     "render_bar",
+    "render_window_bar",
     "unprintable_character",
 ]

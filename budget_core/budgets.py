@@ -14,6 +14,7 @@ from typing import Literal, TypeAlias
 
 from budget_core.levels import BudgetLevel, level_for
 from budget_core.usage import ZERO, TokenUsage
+from budget_core.windows import RUN, Window
 
 OVERALL = "overall"
 Mode = Literal["warn", "block"]
@@ -27,13 +28,19 @@ class Unit(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class BudgetState:
-    """One budget at one moment. A token budget counts ``TokenUsage.total``."""
+    """One budget at one moment. A token budget counts ``TokenUsage.total``.
+
+    ``used`` includes ``outside``: for a windowed budget, the spend in its window that this
+    run did not charge here (other runs', read from a ledger), less this run's own spend that
+    has left the window."""
 
     key: str
     unit: Unit
     limit: float
     used: float
     level: BudgetLevel
+    window: Window = RUN
+    outside: float = 0.0
 
     @property
     def fraction(self) -> float:
@@ -126,6 +133,8 @@ class _Budget:
     unit: Unit
     limit: float
     level: BudgetLevel = BudgetLevel.OK
+    window: Window = RUN
+    outside: float = 0.0  # spend in the window from elsewhere (see BudgetState)
 
 
 class BudgetManager:
@@ -143,10 +152,20 @@ class BudgetManager:
 
     # -- configuration -------------------------------------------------------------------
 
-    def set_budget(self, key: str, tokens: int | None = None, usd: float | None = None) -> None:
-        """Set (or replace) the token and/or USD limit of ``key``; ``"overall"`` is the total."""
+    def set_budget(
+        self,
+        key: str,
+        tokens: int | None = None,
+        usd: float | None = None,
+        tokens_window: Window | None = None,
+        usd_window: Window | None = None,
+    ) -> None:
+        """Set (or replace) the token and/or USD limit of ``key``; ``"overall"`` is the total.
+
+        A window of None keeps the replaced budget's window (``run`` for a new one)."""
         if not key:
             raise ValueError("a budget needs a key")
+        windows = {Unit.TOKENS: tokens_window, Unit.USD: usd_window}
         for unit, limit in ((Unit.TOKENS, tokens), (Unit.USD, usd)):
             if limit is None:
                 continue
@@ -156,17 +175,49 @@ class BudgetManager:
                 )
             if unit is Unit.TOKENS and limit != int(limit):
                 raise ValueError(f"budget {key} (tokens): limit must be whole, not {limit!r}")
-            budget = _Budget(key, unit, float(limit) if unit is Unit.USD else int(limit))
-            budget.level = level_for(self._used(key, unit), budget.limit)
             replaced = self._budgets.get((key, unit))
+            window = windows[unit] or (replaced.window if replaced is not None else RUN)
+            outside = replaced.outside if replaced is not None and replaced.window == window else 0
+            budget = _Budget(
+                key, unit, float(limit) if unit is Unit.USD else int(limit), window=window
+            )
+            budget.outside = outside
+            budget.level = level_for(self._used(key, unit) + outside, budget.limit)
             previous = replaced.level if replaced is not None else BudgetLevel.OK
             self._budgets[(key, unit)] = budget
             self._charged.clear()
             if budget.level is not previous:  # a new limit is a crossing like any other
                 self._emit(LevelCrossed(self._state(budget), previous))
 
-    def set_overall(self, tokens: int | None = None, usd: float | None = None) -> None:
-        self.set_budget(OVERALL, tokens=tokens, usd=usd)
+    def set_overall(
+        self,
+        tokens: int | None = None,
+        usd: float | None = None,
+        tokens_window: Window | None = None,
+        usd_window: Window | None = None,
+    ) -> None:
+        self.set_budget(OVERALL, tokens, usd, tokens_window, usd_window)
+
+    def windowed(self) -> tuple[BudgetState, ...]:
+        """The budgets whose window is not ``run`` (they count spend from a ledger)."""
+        return tuple(self._state(b) for b in self._ordered() if not b.window.is_run)
+
+    def set_outside(self, key: str, unit: Unit, amount: float) -> list[LevelCrossed]:
+        """Set a windowed budget's spend from elsewhere (see ``BudgetState.outside``).
+
+        It may go down only as a rolling window lets old spend age out, or a calendar window
+        starts anew; returns the crossings it caused (told like any other)."""
+        budget = self._budgets.get((key, unit))
+        if budget is None or budget.outside == amount:
+            return []
+        budget.outside = amount
+        level = level_for(self._used(key, unit) + amount, budget.limit)
+        if level is budget.level:
+            return []
+        previous, budget.level = budget.level, level
+        crossing = LevelCrossed(self._state(budget), previous)
+        self._emit(crossing)
+        return [crossing]
 
     def has_budget(self, key: str) -> bool:
         return any(k == key for k, _ in self._budgets)
@@ -210,10 +261,19 @@ class BudgetManager:
                 used: float = (total_usage if budget.key == OVERALL else usage).total
             else:
                 used = total_cost if budget.key == OVERALL else cost
+            used += budget.outside
             level = level_for(used, budget.limit)
             if level is not budget.level:
                 previous, budget.level = budget.level, level
-                state = BudgetState(budget.key, budget.unit, budget.limit, used, level)
+                state = BudgetState(
+                    budget.key,
+                    budget.unit,
+                    budget.limit,
+                    used,
+                    level,
+                    budget.window,
+                    budget.outside,
+                )
                 crossings.append(LevelCrossed(state, previous))
         self._emit(SpendChanged(key, instance))
         for crossing in crossings:
@@ -277,8 +337,10 @@ class BudgetManager:
         return self._total_cost if key == OVERALL else self._cost.get(key, 0.0)
 
     def _state(self, budget: _Budget) -> BudgetState:
-        used = self._used(budget.key, budget.unit)
-        return BudgetState(budget.key, budget.unit, budget.limit, used, budget.level)
+        used = self._used(budget.key, budget.unit) + budget.outside
+        return BudgetState(
+            budget.key, budget.unit, budget.limit, used, budget.level, budget.window, budget.outside
+        )
 
     def _emit(self, event: BudgetEvent) -> None:
         for callback in tuple(self._subscribers):

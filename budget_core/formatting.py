@@ -52,6 +52,24 @@ def render_bar(used: float, limit: float, width: int = 20) -> str:
     return "[" + "#" * filled + "-" * (width - filled) + "]"
 
 
+def render_window_bar(before: float, used: float, limit: float, width: int = 20) -> str:
+    """A windowed budget's bar: ``#`` spend before this run (earlier and other runs), ``=``
+    this run's, ``-`` what is left: ``[####====------------]``; ``!`` last once past 100%.
+
+    ``used`` includes ``before``; ``before`` outside [0, used] is clamped (this run's own
+    spend that left a rolling window makes it negative)."""
+    if width < 1:
+        raise ValueError("a bar needs a width of at least 1")
+    before = min(max(before, 0), max(used, 0))
+    over = limit <= 0 or used > limit
+    cells = width - 1 if over else width
+    scale = max(used, limit) if limit > 0 else 1
+    filled = cells if over else min(cells, math.floor(max(used, 0) / scale * cells))
+    earlier = min(filled, math.floor(before / scale * cells)) if scale > 0 else 0
+    rest = "!" if over else ""
+    return "[" + "#" * earlier + "=" * (filled - earlier) + "-" * (cells - filled) + rest + "]"
+
+
 def format_clock(seconds: float) -> str:
     """``0:07``, ``12:34``, ``1:02:03``: a stopwatch reading (logs and the monitor alike)."""
     total = max(int(seconds), 0)
@@ -72,6 +90,7 @@ def format_percent(used: float, limit: float) -> str:
 
 def format_budget_amounts(budget: BudgetState) -> str:
     """``35.5K/50K tokens`` or ``$1.20/$2.00``: used against limit, in the budget's unit."""
+    window = "" if budget.window.is_run else f" {budget.window.label}"
     if budget.unit is Unit.USD:
-        return f"{format_usd(budget.used)}/{format_usd(budget.limit)}"
-    return f"{format_tokens(budget.used)}/{format_tokens(budget.limit)} tokens"
+        return f"{format_usd(budget.used)}/{format_usd(budget.limit)}{window}"
+    return f"{format_tokens(budget.used)}/{format_tokens(budget.limit)} tokens{window}"

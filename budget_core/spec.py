@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
 from budget_core.budgets import OVERALL, Unit
+from budget_core.windows import RUN, Window, parse_window
 
 # The largest limits: tokens as the tracker's largest count (10**15), USD a billion dollars.
 # Past them a limit is a typo, and the figures would no longer read in a bar or a table.
@@ -30,6 +31,7 @@ class BudgetSpec:
     key: str
     limit: float
     unit: Unit
+    window: Window = RUN
 
 
 def unprintable_character(text: str) -> str | None:
@@ -104,6 +106,13 @@ def _usd(raw: str, body: str) -> float:
     return result
 
 
+def parse_windowed_limit(text: str, unit: Unit = Unit.TOKENS) -> tuple[float, Window]:
+    """``LIMIT`` or ``LIMIT/WINDOW`` (``2M/day``, ``50/5h``); a bare limit is per run."""
+    limit_text, slash, window_text = text.partition("/")
+    window = parse_window(window_text) if slash else RUN
+    return parse_limit(limit_text, unit), window
+
+
 def parse_budget_spec(spec: str, unit: Unit = Unit.TOKENS) -> BudgetSpec:
     """``KEY=LIMIT`` -> the key and its limit; raises ``ValueError`` naming the bad part."""
     if "=" not in spec:
@@ -114,7 +123,7 @@ def parse_budget_spec(spec: str, unit: Unit = Unit.TOKENS) -> BudgetSpec:
         raise ValueError(f"budget {spec!r} has no key before '=' (e.g. /analyze=50k)")
     try:
         check_budget_key(key)
-        limit = parse_limit(limit_text, unit)
+        limit, window = parse_windowed_limit(limit_text, unit)
     except ValueError as exc:
         raise ValueError(f"budget {spec!r}: {exc}") from None
-    return BudgetSpec(key, limit, unit)
+    return BudgetSpec(key, limit, unit, window)

@@ -19,12 +19,14 @@ from typing import NoReturn
 from budget_core import (
     OVERALL,
     BudgetManager,
+    BudgetSpec,
     PriceTable,
     Unit,
+    Window,
     format_tokens,
     format_usd,
     parse_budget_spec,
-    parse_limit,
+    parse_windowed_limit,
 )
 from orchestrator import __version__
 from orchestrator.config import (
@@ -41,6 +43,7 @@ from orchestrator.config import (
     load_config_file,
 )
 from orchestrator.descendants import become_subreaper
+from orchestrator.ledger_cli import LEDGER_HELP, close_ledger, open_run_ledger
 from orchestrator.output_file import output_problem
 from orchestrator.palette import Palette, use_colour
 from orchestrator.report import HeadlessReporter, summary_report
@@ -66,6 +69,9 @@ budgets:
   counts every instance. Token limits take 50000, 50k, 1.5M or 2_000 (at most 10^15);
   USD limits plain amounts: 5, 2.50 or $2.50 (no k/M, at most $1,000,000,000). A budget
   key has no '=', whitespace or control characters, and each key is given once.
+  A limit may carry a window, counted over every run on the ledger (--ledger):
+  /review=2M/day, 5/week, 10M/month, 50/5h, 90m, 7d (calendar windows in local time).
+  'orchestrator usage --help': what the ledger holds, by day, command, model, run, label.
   Levels: ok < 70% <= warning < 90% <= critical < 100% <= exceeded.
   warn mode logs each level crossed and goes on; block mode does not launch an instance
   whose budget is exceeded and stops (SIGTERM, then SIGKILL) running instances charged
@@ -279,6 +285,15 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="only warnings and the final summary (default: off)",
     )
+    p.add_argument("--ledger", metavar="URL", help=LEDGER_HELP)
+    p.add_argument(
+        "--label",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        help="a label recorded with the run in the ledger, repeatable, e.g. --label team=infra"
+        " (default: none; git_branch and project are added by themselves)",
+    )
     p.add_argument("--version", action="version", version=f"orchestrator {__version__}")
     return p
 
@@ -303,29 +318,39 @@ def _instances(args: argparse.Namespace) -> tuple[list[InstanceSpec], BudgetConf
 
 
 def _budgets(args: argparse.Namespace, base: BudgetConfig) -> BudgetConfig:
-    """The file's budget block, overridden by the command line key by key."""
+    """The file's budget block, overridden by the command line key by key (a flag's limit
+    replaces the file's, window and all)."""
     flag_tokens = _flag_budgets("--command-budget", args.command_budget, Unit.TOKENS)
     flag_usd = _flag_budgets("--command-cost-budget", args.command_cost_budget, Unit.USD)
-    tokens = {**base.command_tokens, **{key: int(limit) for key, limit in flag_tokens.items()}}
-    usd = {**base.command_usd, **flag_usd}
+    tokens = {**base.command_tokens, **{k: int(s.limit) for k, s in flag_tokens.items()}}
+    usd = {**base.command_usd, **{k: s.limit for k, s in flag_usd.items()}}
+    windows = dict(base.windows)
+    for flags in (flag_tokens, flag_usd):
+        for key, spec in flags.items():
+            _set_window(windows, key, spec.unit, spec.window)
     overall_tokens = base.overall_tokens
     if args.overall_token_budget is not None:
-        overall_tokens = int(
-            _flag_limit("--overall-token-budget", args.overall_token_budget, Unit.TOKENS)
+        limit, window = _flag_limit(
+            "--overall-token-budget", args.overall_token_budget, Unit.TOKENS
         )
+        overall_tokens = int(limit)
+        _set_window(windows, OVERALL, Unit.TOKENS, window)
     overall_usd = base.overall_usd
     if args.overall_cost_budget is not None:
-        overall_usd = _flag_limit("--overall-cost-budget", args.overall_cost_budget, Unit.USD)
+        overall_usd, window = _flag_limit(
+            "--overall-cost-budget", args.overall_cost_budget, Unit.USD
+        )
+        _set_window(windows, OVERALL, Unit.USD, window)
     mode = base.mode
     if args.budget_enforcement_mode is not None:
         mode = check_mode(args.budget_enforcement_mode, "--budget-enforcement-mode")
-    return BudgetConfig(overall_tokens, overall_usd, tokens, usd, mode)
+    return BudgetConfig(overall_tokens, overall_usd, tokens, usd, mode, windows)
 
 
-def _flag_budgets(flag: str, specs: list[str], unit: Unit) -> dict[str, float]:
-    """``KEY=LIMIT`` flags as limits; a key given twice is an error (the last would
+def _flag_budgets(flag: str, specs: list[str], unit: Unit) -> dict[str, BudgetSpec]:
+    """``KEY=LIMIT[/WINDOW]`` flags by key; a key given twice is an error (the last would
     silently win, perhaps a budget loosened by accident)."""
-    limits: dict[str, float] = {}
+    limits: dict[str, BudgetSpec] = {}
     given: dict[str, str] = {}
     for text in specs:
         try:
@@ -337,13 +362,22 @@ def _flag_budgets(flag: str, specs: list[str], unit: Unit) -> dict[str, float]:
                 f"{flag} {spec.key} is given twice ({given[spec.key]!r}, then {text!r}); "
                 "give each key once"
             )
-        limits[spec.key], given[spec.key] = spec.limit, text
+        limits[spec.key], given[spec.key] = spec, text
     return limits
 
 
-def _flag_limit(flag: str, text: str, unit: Unit) -> float:
+def _set_window(
+    windows: dict[tuple[str, Unit], Window], key: str, unit: Unit, window: Window
+) -> None:
+    if window.is_run:
+        windows.pop((key, unit), None)
+    else:
+        windows[(key, unit)] = window
+
+
+def _flag_limit(flag: str, text: str, unit: Unit) -> tuple[float, Window]:
     try:
-        return parse_limit(text, unit)
+        return parse_windowed_limit(text, unit)
     except ValueError as exc:
         raise ConfigError(f"{flag}: {exc}") from None
 
@@ -440,10 +474,11 @@ def dry_run_text(run: RunConfig, manager: BudgetManager) -> str:
     budgets = manager.snapshot().budgets
     lines.append("budgets:" if budgets else "budgets: none")
     for b in budgets:
+        per = "" if b.window.is_run else f" per {b.window.name}"
         if b.unit is Unit.USD:
-            lines.append(f"  {b.key}: {format_usd(b.limit)}")
+            lines.append(f"  {b.key}: {format_usd(b.limit)}{per}")
         else:
-            lines.append(f"  {b.key}: {int(b.limit):,} tokens ({format_tokens(b.limit)})")
+            lines.append(f"  {b.key}: {int(b.limit):,} tokens ({format_tokens(b.limit)}){per}")
     return "\n".join(lines)
 
 
@@ -540,6 +575,13 @@ def load_prices() -> PriceTable | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["usage"]:
+        from orchestrator.usage_cmd import main as usage_main
+
+        return usage_main(argv[1:])
+    if argv[:1] == ["run"]:  # the explicit spelling, for a prompt named like a subcommand
+        argv = argv[1:]
     try:
         args = build_parser().parse_args(argv)
         run = build_run(args)
@@ -559,10 +601,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     palette = Palette(use_colour(sys.stdout, args.no_color))
     for key in unused_budget_keys(run):
         log.warning(f"WARNING budget {key} applies to no instance (no instance's key is {key})")
+    try:
+        ledger = open_run_ledger(args, argv, run, manager)
+    except ConfigError as exc:
+        print(f"orchestrator: error: {exc}", file=sys.stderr)
+        return 2
     # What leaves an instance's process group (setsid) becomes ours when orphaned, so the
     # run finds and stops it with its instance (the process is the orchestrator's alone).
     become_subreaper()
-    orchestrator = Orchestrator(run, budgets=manager, prices=prices)
+    orchestrator = Orchestrator(run, budgets=manager, prices=prices, ledger=ledger)
     use_tui = args.tui and sys.stdout.isatty()
     if args.tui and not use_tui:
         print("orchestrator: --tui needs a terminal (stdout is not one); running headless")
@@ -594,13 +641,14 @@ def _budget_manager(run: RunConfig) -> BudgetManager:
 def _finish(
     orchestrator: Orchestrator, code: int, args: argparse.Namespace, palette: Palette
 ) -> int:
+    close_ledger(orchestrator, code)
     snapshot = orchestrator.snapshot()
     meaning = None
     if args.summary_json:
         try:
             write_summary_json(
                 args.summary_json,
-                summary_dict(snapshot, code),
+                summary_dict(snapshot, code, orchestrator.ledger),
                 run_inputs(args, orchestrator.config),
             )
         except OSError as exc:

@@ -18,8 +18,12 @@ from budget_core import (
     MAX_TOKENS,
     MAX_USD,
     MODES,
+    OVERALL,
     Mode,
+    Unit,
+    Window,
     check_budget_key,
+    parse_windowed_limit,
     unprintable_character,
 )
 
@@ -75,6 +79,8 @@ class BudgetConfig:
     command_tokens: dict[str, int] = field(default_factory=dict)
     command_usd: dict[str, float] = field(default_factory=dict)
     mode: Mode = "warn"
+    # The window of each budget that has one other than ``run`` (``"2M/day"``).
+    windows: dict[tuple[str, Unit], Window] = field(default_factory=dict)
 
 
 def default_budget_key(name: str, prompt: str) -> str:
@@ -334,21 +340,51 @@ def _parse_budget(raw: object, where: str) -> BudgetConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: must be an object")
     _reject_unknown(raw, BUDGET_KEYS, where)
+    windows: dict[tuple[str, Unit], Window] = {}
+
+    def limit(value: object, name: str, budget: tuple[str, Unit]) -> object:
+        """A windowed limit is a string (``"2M/day"``): its window is kept aside and its number
+        returned. A bare limit stays a JSON number, as before."""
+        if not isinstance(value, str) or "/" not in value:
+            return value
+        try:
+            number, window = parse_windowed_limit(value, budget[1])
+        except ValueError as exc:
+            raise ConfigError(f"{where}: '{name}': {exc}") from None
+        if not window.is_run:
+            windows[budget] = window
+        return number
+
     command_tokens = {
-        key: _token_limit(limit, f"command_budgets.{key}", where, required=True) or 0
-        for key, limit in _table(raw, "command_budgets", where).items()
+        key: _token_limit(
+            limit(value, f"command_budgets.{key}", (key, Unit.TOKENS)),
+            f"command_budgets.{key}",
+            where,
+            required=True,
+        )
+        or 0
+        for key, value in _table(raw, "command_budgets", where).items()
     }
     command_usd = {
-        key: _usd_limit(limit, f"command_cost_budgets.{key}", where, required=True) or 0.0
-        for key, limit in _table(raw, "command_cost_budgets", where).items()
+        key: _usd_limit(
+            limit(value, f"command_cost_budgets.{key}", (key, Unit.USD)),
+            f"command_cost_budgets.{key}",
+            where,
+            required=True,
+        )
+        or 0.0
+        for key, value in _table(raw, "command_cost_budgets", where).items()
     }
+    overall_tokens = limit(raw.get("overall_budget"), "overall_budget", (OVERALL, Unit.TOKENS))
+    overall_usd = limit(raw.get("overall_cost_budget"), "overall_cost_budget", (OVERALL, Unit.USD))
     mode = raw.get("enforcement_mode", "warn")
     return BudgetConfig(
-        overall_tokens=_token_limit(raw.get("overall_budget"), "overall_budget", where),
-        overall_usd=_usd_limit(raw.get("overall_cost_budget"), "overall_cost_budget", where),
+        overall_tokens=_token_limit(overall_tokens, "overall_budget", where),
+        overall_usd=_usd_limit(overall_usd, "overall_cost_budget", where),
         command_tokens=command_tokens,
         command_usd=command_usd,
         mode=check_mode(mode, f"{where}: 'enforcement_mode'"),
+        windows=windows,
     )
 
 

@@ -14,6 +14,7 @@ from budget_core import (
     format_tokens,
     format_usd,
     render_bar,
+    render_window_bar,
 )
 from orchestrator.palette import Palette
 from orchestrator.state import (
@@ -70,7 +71,11 @@ def format_notice(notice: Notice, palette: Palette) -> str:
 
 def budget_line(budget: BudgetState, palette: Palette, name_width: int) -> str:
     name = budget.key if budget.unit is Unit.TOKENS else f"{budget.key} ($)"
-    bar = palette.level(render_bar(budget.used, budget.limit, BAR_WIDTH), budget.level)
+    if budget.window.is_run:
+        plain = render_bar(budget.used, budget.limit, BAR_WIDTH)
+    else:  # two segments: spend before this run, then this run's
+        plain = render_window_bar(budget.outside, budget.used, budget.limit, BAR_WIDTH)
+    bar = palette.level(plain, budget.level)
     word = palette.level(budget.level.upper(), budget.level)
     percent = format_percent(budget.used, budget.limit)
     return f"  {name:<{name_width}} {bar} {percent:>5}  {format_budget_amounts(budget):<22} {word}"

@@ -40,6 +40,8 @@ from budget_core import (
 from budget_core.budgets import BudgetState
 from orchestrator.config import InstanceSpec, RunConfig, instance_argv
 from orchestrator.descendants import INSTANCE_ENV, kill_all, strays
+from orchestrator.ledger.base import InstanceRecord, WindowSpend
+from orchestrator.ledger.session import RunLedger
 from orchestrator.process import ChildProcess, ProcessExit, Spawner
 from orchestrator.state import (
     BurnView,
@@ -55,6 +57,7 @@ from orchestrator.state import (
 
 T = TypeVar("T")
 BURN_SAMPLE_INTERVAL_S = 1.0
+RECORD_INTERVAL_S = 0.025  # this run's counts reach the ledger within ~100 ms
 _STATE_CHANGED = StateChanged()
 S = InstanceStatus
 
@@ -134,8 +137,10 @@ class Orchestrator:
         budgets: BudgetManager | None = None,
         prices: PriceTable | None = None,
         process_factory: Callable[[], Process] | None = None,
+        ledger: RunLedger | None = None,
     ) -> None:
         self.config = config
+        self.ledger = ledger  # writes this run's charges; brings other runs' window spend
         self._clock = clock
         self._spawner = Spawner()
         self._new_process = process_factory or partial(ChildProcess, self._spawner)
@@ -234,7 +239,11 @@ class Orchestrator:
         """Run every instance; returns the exit status of the whole run. Never raises for
         an error of its own: that stops every instance and gives exit status 1."""
         self._started_at = self._clock()
+        if self.ledger is not None:
+            loop = asyncio.get_running_loop()
+            self.ledger.start(loop, self._on_window_spend, self._on_ledger_error)
         sampler = asyncio.create_task(self._sample_burn())
+        recorder = asyncio.create_task(self._record_spend())
         try:
             try:
                 await self._launch_all()
@@ -243,10 +252,12 @@ class Orchestrator:
             await asyncio.gather(*self._watchers)
         finally:
             sampler.cancel()
+            recorder.cancel()
             self._sweep_strays(inst.token for inst in self._instances)
             self._spawner.close()  # only now: its thread's end kills what it started
             self._ended_at = self._clock()
             self._finished = True
+            self.record_spend()
             self._sample_now()
             self._emit(_STATE_CHANGED)
         return self.exit_code()
@@ -349,6 +360,7 @@ class Orchestrator:
     def _on_spawned(self, inst: _Instance, process: Process) -> None:
         """The process exists (its output is not read yet): apply what was asked meanwhile."""
         inst.process = process
+        self._record(inst)
         self._notice(NoticeKind.LAUNCH, f"{inst.name}: launched ({inst.key}), pid {process.pid}")
         if inst.status is S.STARTING:
             self._move(inst, S.RUNNING)
@@ -411,6 +423,8 @@ class Orchestrator:
     def _end(self, inst: _Instance, status: InstanceStatus, error: str | None = None) -> None:
         self._move(inst, status, error)
         inst.ended_at = self._clock()
+        self.record_spend()
+        self._record(inst)
 
     def _cancel_or_stop(self, inst: _Instance, reason: str, signal_now: bool = True) -> None:
         if inst.status is S.PENDING:
@@ -499,6 +513,77 @@ class Orchestrator:
     def _enforce_all(self) -> None:
         for inst in self._instances:
             self._enforce(inst)
+
+    # -- the ledger: spend from other runs comes in; this run's records go out ------------
+
+    async def _record_spend(self) -> None:
+        while True:
+            await asyncio.sleep(RECORD_INTERVAL_S)
+            self.record_spend()
+
+    def record_spend(self) -> None:
+        """Hand each instance's counts to the ledger, which writes what changed as charges:
+        sampled every RECORD_INTERVAL_S, not per line, so reading a line costs nothing more."""
+        if self.ledger is None:
+            return
+        for inst in self._instances:
+            tracker = inst.tracker
+            self.ledger.record_totals(
+                inst.name,
+                inst.key,
+                tracker.model,
+                tracker.usage,
+                tracker.cost_usd,
+                tracker.cost_is_estimate,
+            )
+
+    def _on_window_spend(self, spends: list[WindowSpend]) -> None:
+        """Other runs' spend in each windowed budget's window (it falls only as a rolling
+        window ages out or a calendar one starts anew): levels follow, then the rule."""
+        assert self.ledger is not None
+        for budget, spend in zip(self.ledger.windowed, spends, strict=True):
+            key = budget.key if budget.key is not None else OVERALL
+            self._guard(self.budgets.set_outside, key, budget.unit, spend.others - spend.own_before)
+        self._enforce_all()
+        self._emit(_STATE_CHANGED)
+
+    def _on_ledger_error(self, message: str | None) -> None:
+        if message is None:
+            self._notice(NoticeKind.ERROR, "the ledger works again; pending charges written")
+        else:
+            self._notice(
+                NoticeKind.ERROR,
+                f"cannot write the ledger ({message}); charges are kept and retried",
+                warning=True,
+            )
+
+    def _record(self, inst: _Instance) -> None:
+        if self.ledger is not None:
+            self.ledger.instance(self.instance_record(inst.name))
+
+    def instance_records(self) -> list[InstanceRecord]:
+        return [self.instance_record(inst.name) for inst in self._instances]
+
+    def instance_record(self, name: str) -> InstanceRecord:
+        assert self.ledger is not None
+        inst = next(i for i in self._instances if i.name == name)
+        view = self._view(inst, self._clock())
+        wall = time.time() - self._clock()  # monotonic -> wall clock, for the ledger
+        return InstanceRecord(
+            run_id=self.ledger.run_id,
+            name=view.name,
+            command=view.command,
+            budget_key=view.budget_key,
+            status=str(view.status),
+            usage=view.usage,
+            cost_usd=view.cost_usd,
+            final=view.final,
+            cost_is_estimate=view.cost_is_estimate,
+            started=inst.started_at + wall if inst.started_at is not None else None,
+            ended=inst.ended_at + wall if inst.ended_at is not None else None,
+            error=view.error,
+            session_id=inst.spec.session_id or inst.tracker.session_id,
+        )
 
     def _on_budget_event(self, event: BudgetEvent) -> None:
         if isinstance(event, LevelCrossed) and event.rising:
@@ -631,10 +716,22 @@ def budget_manager_for(config: RunConfig) -> BudgetManager:
     """Budgets from the merged configuration (instances' max_tokens_per_command last)."""
     spec = config.budgets
     manager = BudgetManager(spec.mode)
+    windows = spec.windows
     if spec.overall_tokens is not None or spec.overall_usd is not None:
-        manager.set_overall(tokens=spec.overall_tokens, usd=spec.overall_usd)
+        manager.set_overall(
+            spec.overall_tokens,
+            spec.overall_usd,
+            windows.get((OVERALL, Unit.TOKENS)),
+            windows.get((OVERALL, Unit.USD)),
+        )
     for key in dict.fromkeys([*spec.command_tokens, *spec.command_usd]):
-        manager.set_budget(key, tokens=spec.command_tokens.get(key), usd=spec.command_usd.get(key))
+        manager.set_budget(
+            key,
+            spec.command_tokens.get(key),
+            spec.command_usd.get(key),
+            windows.get((key, Unit.TOKENS)),
+            windows.get((key, Unit.USD)),
+        )
     per_instance: dict[str, int] = {}
     for inst in config.instances:
         if inst.max_tokens is not None and inst.budget_key not in spec.command_tokens:

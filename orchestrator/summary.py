@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
-from budget_core import Unit
+from budget_core import OVERALL, Unit
+from orchestrator.ledger import redact_url
+from orchestrator.ledger.session import RunLedger
 from orchestrator.output_file import replace_file
 from orchestrator.state import RunSnapshot
 
@@ -15,7 +19,9 @@ from orchestrator.state import RunSnapshot
 USD_PLACES = 10
 
 
-def summary_dict(snapshot: RunSnapshot, exit_code: int) -> dict[str, Any]:
+def summary_dict(
+    snapshot: RunSnapshot, exit_code: int, ledger: RunLedger | None = None
+) -> dict[str, Any]:
     instances = [
         {
             "name": i.name,
@@ -34,6 +40,7 @@ def summary_dict(snapshot: RunSnapshot, exit_code: int) -> dict[str, Any]:
         }
         for i in snapshot.instances
     ]
+    now = time.time()
     budgets = [
         {
             "key": b.key,
@@ -42,10 +49,19 @@ def summary_dict(snapshot: RunSnapshot, exit_code: int) -> dict[str, Any]:
             "used": round(b.used, USD_PLACES) if b.unit is Unit.USD else b.used,
             "fraction": b.fraction,
             "level": str(b.level),
+            "window": b.window.name,
+            "window_start": _iso(b.window.start(now)),
+            "used_before_run": (
+                ledger.used_before.get((None if b.key == OVERALL else b.key, b.unit), 0)
+                if ledger is not None
+                else 0
+            ),
         }
         for b in snapshot.budgets.budgets
     ]
     return {
+        "run_id": ledger.run_id if ledger is not None else None,
+        "ledger": redact_url(ledger.ledger.url) if ledger is not None else None,
         "enforcement_mode": snapshot.mode,
         "exit_code": exit_code,
         "instances": instances,
@@ -56,6 +72,10 @@ def summary_dict(snapshot: RunSnapshot, exit_code: int) -> dict[str, Any]:
             "cost_usd": round(snapshot.instances_cost, USD_PLACES),
         },
     }
+
+
+def _iso(ts: float | None) -> str | None:
+    return datetime.fromtimestamp(ts).astimezone().isoformat() if ts is not None else None
 
 
 def write_summary_json(

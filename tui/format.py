@@ -48,8 +48,9 @@ def amount_text(amount: float, unit: Unit) -> str:
 
 
 def used_text(budget: BudgetState) -> str:
-    """``45.6K/200K`` or ``$0.2100/$0.5000``."""
-    return f"{amount_text(budget.used, budget.unit)}/{amount_text(budget.limit, budget.unit)}"
+    """``45.6K/200K``, ``$0.2100/$0.5000``, ``1.4M/2M today``, ``$31/$50 last 5h``."""
+    text = f"{amount_text(budget.used, budget.unit)}/{amount_text(budget.limit, budget.unit)}"
+    return text if budget.window.is_run else f"{text} {budget.window.label}"
 
 
 def percent_text(budget: BudgetState) -> str:

@@ -45,7 +45,7 @@ def sim_usage(calls: int = CALLS) -> TokenUsage:
 
 def clean_env(**extra: str) -> dict[str, str]:
     """The test's environment without settings that would change what the run does."""
-    drop = ("NO_COLOR", "ORCHESTRATOR_CLAUDE_BIN", "ORCHESTRATOR_PRICES")
+    drop = ("NO_COLOR", "ORCHESTRATOR_CLAUDE_BIN", "ORCHESTRATOR_PRICES", "ORCHESTRATOR_LEDGER")
     env = {k: v for k, v in os.environ.items() if not k.startswith("SIM_") and k not in drop}
     return {**env, "NO_COLOR": "1", **extra}
 

@@ -274,6 +274,7 @@ INSTANCE_KEYS = {
 }  # fmt: skip
 TOKEN_KEYS = {"input", "output", "cache_creation", "cache_read", "total"}
 BUDGET_KEYS = {"key", "unit", "limit", "used", "fraction", "level"}
+BUDGET_KEYS |= {"window", "window_start", "used_before_run"}  # the ledger's (docs/ledger.md)
 STATUSES = {"succeeded", "failed", "blocked", "stopped_by_budget", "timed_out", "cancelled"}
 LEVELS = {"ok", "warning", "critical", "exceeded"}
 
@@ -312,7 +313,10 @@ def test_summary_json_follows_the_schema(runner: Runner) -> None:
     assert result.returncode == 1, result.stdout + result.stderr
     summary = result.summary
     assert summary is not None
-    assert set(summary) == {"enforcement_mode", "exit_code", "instances", "budgets", "totals"}
+    assert set(summary) == {
+        "enforcement_mode", "exit_code", "instances", "budgets", "totals", "run_id", "ledger"
+    }  # fmt: skip
+    assert isinstance(summary["run_id"], str) and isinstance(summary["ledger"], str)
     assert summary["enforcement_mode"] == "warn"
     assert summary["exit_code"] == 1
     assert [i["name"] for i in summary["instances"]] == ["ok", "crashes", "plain"]

@@ -1,0 +1,262 @@
+"""One run's link to the ledger: charges go out and other runs' spend comes in, on a thread.
+
+The event loop only appends to a deque (``record_totals``, ``instance``); a thread of its own
+writes what is pending as soon as it comes (at the latest every ``FLUSH_S``), writes a
+heartbeat, and reads the windows' spend every ``POLL_S``, handing it to the loop with
+``call_soon_threadsafe``. The loop never waits on SQLite.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import getpass
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from budget_core import ZERO, TokenUsage, Unit, Window
+from orchestrator.ledger.base import (
+    Charge,
+    InstanceRecord,
+    Ledger,
+    LedgerError,
+    RunRecord,
+    WindowQuery,
+    WindowSpend,
+)
+
+FLUSH_S = 0.05  # with the run's 25 ms hand-over: durable within ~75 ms, plus the write
+POLL_S = 0.25
+HEARTBEAT_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class WindowedBudget:
+    key: str | None  # None: overall
+    unit: Unit
+    window: Window
+
+
+def new_run_id(now: float) -> str:
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.localtime(now))
+    return f"{stamp}-{os.urandom(3).hex()}"
+
+
+def automatic_labels(cwd: str) -> dict[str, str]:
+    """``project`` (the folder's name) and ``git_branch`` (when cwd is in a git work tree)."""
+    labels = {"project": Path(cwd).name}
+    branch = git_branch(Path(cwd))
+    if branch:
+        labels["git_branch"] = branch
+    return labels
+
+
+def git_branch(folder: Path) -> str | None:
+    """The branch checked out in the work tree holding ``folder``, read from its HEAD file
+    (no git process: this runs before every launch); None when detached or not in one."""
+    for parent in (folder, *folder.parents):
+        dotgit = parent / ".git"
+        try:
+            if dotgit.is_file():  # a worktree or submodule: "gitdir: PATH"
+                text = dotgit.read_text(encoding="utf-8").strip()
+                dotgit = (parent / text.removeprefix("gitdir:").strip()).resolve()
+            if dotgit.is_dir():
+                head = (dotgit / "HEAD").read_text(encoding="utf-8").strip()
+                return head.removeprefix("ref: refs/heads/") if head.startswith("ref:") else None
+        except (OSError, UnicodeDecodeError):
+            return None
+    return None
+
+
+def run_record(
+    run_id: str, started: float, argv: Sequence[str], mode: str, labels: Mapping[str, str]
+) -> RunRecord:
+    cwd = os.getcwd()
+    return RunRecord(
+        id=run_id,
+        started=started,
+        host=socket.gethostname(),
+        user=getpass.getuser(),
+        cwd=cwd,
+        argv=tuple(argv),
+        mode=mode,
+        labels={**automatic_labels(cwd), **labels},
+    )
+
+
+class RunLedger:
+    """Owns one ``Ledger`` for one run. ``open_run`` and ``spend_now`` block: call them before
+    the loop starts; ``charge`` and ``instance`` are for the loop; ``finish`` after it."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        run: RunRecord,
+        windowed: Sequence[WindowedBudget],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.ledger = ledger
+        self.run = run
+        self.windowed = tuple(windowed)
+        self._clock = clock
+        self._seq: dict[str, int] = {}
+        self._pending: collections.deque[Charge | InstanceRecord] = collections.deque()
+        self._stop = threading.Event()
+        self._wake = threading.Event()  # set to end the wait at once (finish)
+        # Per instance: the counts already turned into charges (usage, cost, estimate).
+        self._written: dict[str, tuple[TokenUsage, float, bool]] = {}
+        self._thread: threading.Thread | None = None
+        self._failed: str | None = None  # the last write error, until a write succeeds
+        # Each windowed budget's spend from elsewhere when the run started (summary JSON).
+        self.used_before: dict[tuple[str | None, Unit], float] = {}
+
+    @property
+    def run_id(self) -> str:
+        return self.run.id
+
+    def open_run(self) -> None:
+        self.ledger.open_run(self.run)
+
+    def spend_now(self) -> list[WindowSpend]:
+        """Each windowed budget's spend from elsewhere, as of now (blocking)."""
+        return self.ledger.window_spend(self.run.id, self._queries(self._clock()))
+
+    def start_spend(self) -> list[WindowSpend]:
+        """``spend_now``, remembered as the spend before this run (blocking)."""
+        spends = self.spend_now()
+        for budget, spend in zip(self.windowed, spends, strict=True):
+            self.used_before[(budget.key, budget.unit)] = spend.others
+        return spends
+
+    def _queries(self, now: float) -> list[WindowQuery]:
+        queries = []
+        for budget in self.windowed:
+            start = budget.window.start(now)
+            assert start is not None
+            queries.append(WindowQuery(budget.key, budget.unit, start))
+        return queries
+
+    # -- on the event loop: appends only ---------------------------------------------------
+
+    def record_totals(
+        self,
+        instance: str,
+        key: str,
+        model: str | None,
+        usage: TokenUsage,
+        cost_usd: float,
+        cost_is_estimate: bool,
+    ) -> None:
+        """An instance's counts so far: what changed since the last call becomes a charge
+        (also when only whether its cost is an estimate changed: the latest charge says)."""
+        if instance not in self._written and not usage and not cost_usd:
+            return  # nothing spent yet (or never launched): no charge
+        last_usage, last_cost, last_estimate = self._written.get(instance, (ZERO, 0.0, False))
+        if usage == last_usage and cost_usd == last_cost and cost_is_estimate == last_estimate:
+            return
+        self._written[instance] = (usage, cost_usd, cost_is_estimate)
+        seq = self._seq[instance] = self._seq.get(instance, 0) + 1
+        self._pending.append(
+            Charge(
+                self.run.id,
+                instance,
+                seq,
+                self._clock(),
+                key,
+                model,
+                usage - last_usage,
+                cost_usd - last_cost,
+                cost_is_estimate,
+            )
+        )
+
+    def instance(self, record: InstanceRecord) -> None:
+        self._pending.append(record)
+
+    def start(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        on_spend: Callable[[list[WindowSpend]], None],
+        on_error: Callable[[str | None], None],
+    ) -> None:
+        """Write and poll on a thread until ``finish``; results reach the loop's callbacks
+        (``on_error(None)`` once the ledger works again)."""
+        self._thread = threading.Thread(
+            target=self._work, args=(loop, on_spend, on_error), name="ledger", daemon=True
+        )
+        self._thread.start()
+
+    def _work(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        on_spend: Callable[[list[WindowSpend]], None],
+        on_error: Callable[[str | None], None],
+    ) -> None:
+        next_poll = next_beat = 0.0
+        while not self._stop.is_set():
+            self._wake.wait(FLUSH_S)
+            self._wake.clear()
+            now = time.monotonic()
+            beat = now >= next_beat
+            if beat:
+                next_beat = now + HEARTBEAT_S
+            self._flush(beat, lambda message: _post(loop, on_error, message))
+            if self.windowed and now >= next_poll:
+                next_poll = now + POLL_S
+                try:
+                    spend = self.spend_now()
+                except LedgerError:
+                    continue  # the write path reports it; the last known spend holds
+                _post(loop, on_spend, spend)
+
+    def _flush(self, heartbeat: bool, report: Callable[[str | None], None] | None) -> None:
+        pending = self._pending
+        batch = [pending.popleft() for _ in range(len(pending))]  # the loop appends on the right
+        charges = [c for c in batch if isinstance(c, Charge)]
+        instances = list({i.name: i for i in batch if isinstance(i, InstanceRecord)}.values())
+        if not batch and not heartbeat:
+            return
+        beat = (self.run.id, self._clock()) if heartbeat else None
+        try:
+            self.ledger.write(charges, instances, beat)
+        except LedgerError as exc:
+            if report is not None and str(exc) != self._failed:
+                report(str(exc))
+            self._failed = str(exc)
+            # Kept, in order, to be written when it works (once: charges are idempotent).
+            pending.extendleft(reversed(batch))
+            return
+        if self._failed is not None:
+            self._failed = None
+            if report is not None:
+                report(None)
+
+    def finish(self, records: Sequence[InstanceRecord], exit_code: int) -> str | None:
+        """Stop the thread, write what is pending and close the run; returns an error."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join()
+        for record in records:
+            self._pending.append(record)
+        self._flush(True, None)
+        try:
+            if self._pending:
+                raise LedgerError(self._failed or "charges could not be written")
+            self.ledger.close_run(self.run.id, self._clock(), exit_code)
+            return None
+        except LedgerError as exc:
+            return f"{exc}; {len(self._pending)} record(s) not written"
+        finally:
+            self.ledger.close()
+
+
+def _post(loop: asyncio.AbstractEventLoop, callback: Callable[..., None], *args: object) -> None:
+    with contextlib.suppress(RuntimeError):  # the loop has closed: the run is over
+        loop.call_soon_threadsafe(callback, *args)

@@ -1,0 +1,445 @@
+"""The SQLite ledger: one file per machine (stdlib ``sqlite3``, WAL, a busy timeout).
+
+Each thread opens its own ``SqliteLedger``; WAL lets readers (other orchestrators polling
+their windows, ``orchestrator usage``) go on while one writer commits.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+from budget_core import TokenUsage, Unit
+from budget_core.windows import calendar_buckets
+from orchestrator.ledger.base import (
+    CRASHED_AFTER_S,
+    Charge,
+    InstanceRecord,
+    LedgerError,
+    RunRecord,
+    UsageRow,
+    WindowQuery,
+    WindowSpend,
+)
+
+T = TypeVar("T")
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_MS = 5000
+_SCHEMA = """
+CREATE TABLE runs (
+    id TEXT PRIMARY KEY, started REAL NOT NULL, ended REAL, heartbeat REAL, exit_code INTEGER,
+    host TEXT, user TEXT, cwd TEXT, argv TEXT, mode TEXT, labels TEXT NOT NULL DEFAULT '{}',
+    resumed_from TEXT
+);
+CREATE TABLE instances (
+    run_id TEXT NOT NULL, name TEXT NOT NULL, command TEXT, budget_key TEXT, session_id TEXT,
+    status TEXT, input INTEGER, output INTEGER, cache_creation INTEGER, cache_read INTEGER,
+    cost_usd REAL, final INTEGER, cost_is_estimate INTEGER, started REAL, ended REAL,
+    error TEXT, PRIMARY KEY (run_id, name)
+);
+CREATE TABLE charges (
+    run_id TEXT NOT NULL, instance TEXT NOT NULL, seq INTEGER NOT NULL, ts REAL NOT NULL,
+    budget_key TEXT NOT NULL, model TEXT, input INTEGER NOT NULL, output INTEGER NOT NULL,
+    cache_creation INTEGER NOT NULL, cache_read INTEGER NOT NULL, cost_usd REAL NOT NULL,
+    cost_is_estimate INTEGER NOT NULL, PRIMARY KEY (run_id, instance, seq)
+);
+-- Covering indexes: a window's sum and a report's range read no table rows.
+CREATE INDEX charges_by_time ON charges (ts, run_id, instance, budget_key, model, input,
+    output, cache_creation, cache_read, cost_usd, cost_is_estimate);
+CREATE INDEX charges_by_key ON charges (budget_key, ts, run_id, input, output,
+    cache_creation, cache_read, cost_usd);
+-- The same sums per 15 minutes (every time zone's midnight falls on a quarter hour), kept
+-- by a trigger, so a report reads far fewer rows. Only a charge really inserted (not one
+-- ignored as written already) adds to them. cost_is_estimate: that of the latest charge.
+CREATE TABLE charges_15m (
+    bucket INTEGER NOT NULL, run_id TEXT NOT NULL, instance TEXT NOT NULL,
+    budget_key TEXT NOT NULL, model TEXT NOT NULL, input INTEGER NOT NULL,
+    output INTEGER NOT NULL, cache_creation INTEGER NOT NULL, cache_read INTEGER NOT NULL,
+    cost_usd REAL NOT NULL, cost_is_estimate INTEGER NOT NULL, last_seq INTEGER NOT NULL,
+    PRIMARY KEY (bucket, run_id, instance, budget_key, model)
+);
+CREATE TRIGGER charges_roll_up AFTER INSERT ON charges BEGIN
+    INSERT INTO charges_15m VALUES (
+        CAST(NEW.ts / 900 AS INTEGER) * 900, NEW.run_id, NEW.instance, NEW.budget_key,
+        IFNULL(NEW.model, ''), NEW.input, NEW.output, NEW.cache_creation, NEW.cache_read,
+        NEW.cost_usd, NEW.cost_is_estimate, NEW.seq
+    ) ON CONFLICT DO UPDATE SET
+        input = input + excluded.input, output = output + excluded.output,
+        cache_creation = cache_creation + excluded.cache_creation,
+        cache_read = cache_read + excluded.cache_read, cost_usd = cost_usd + excluded.cost_usd,
+        cost_is_estimate = CASE WHEN excluded.last_seq > last_seq
+            THEN excluded.cost_is_estimate ELSE cost_is_estimate END,
+        last_seq = MAX(last_seq, excluded.last_seq);
+END
+"""
+ROLLUP_S = 900
+_GROUP = "GROUP BY run_id, instance, budget_key, model"
+# An instance's cost is an estimate when its latest charge says so (a result line with the
+# CLI's own cost corrects the estimates before it): SQLite takes the bare column
+# cost_is_estimate from the row of MAX(seq).
+_FROM_CHARGES = (
+    "SELECT run_id, instance, budget_key, IFNULL(model, ''), SUM(input), SUM(output),"
+    " SUM(cache_creation), SUM(cache_read), SUM(cost_usd), cost_is_estimate, MAX(seq)"
+    f" FROM charges WHERE ts >= ? AND ts < ? {_GROUP}"
+)
+_FROM_ROLLUP = (
+    "SELECT run_id, instance, budget_key, model, SUM(input), SUM(output),"
+    " SUM(cache_creation), SUM(cache_read), SUM(cost_usd), cost_is_estimate, MAX(last_seq)"
+    f" FROM charges_15m WHERE bucket >= ? AND bucket < ? {_GROUP}"
+)
+_TOKENS = "input + output + cache_creation + cache_read"
+
+
+class SqliteLedger:
+    def __init__(self, path: Path, display: str | None = None) -> None:
+        self.path = path
+        self.url = display or str(path)
+        if path.parent.exists() and not path.parent.is_dir():
+            raise LedgerError(f"cannot create ledger {path}: {path.parent} is not a folder")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise LedgerError(
+                f"cannot create folder {path.parent}: {exc.strerror or exc}"
+            ) from None
+        if path.is_dir():
+            raise LedgerError(f"{path} is a directory")
+        try:
+            self._db = sqlite3.connect(
+                path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error as exc:
+            raise LedgerError(self._reason(exc)) from None
+        try:
+            self._setup()
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise LedgerError(self._reason(exc)) from None
+        except LedgerError:
+            self._db.close()
+            raise
+
+    def _setup(self) -> None:
+        db = self._db
+        db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise LedgerError(
+                f"ledger {self.url} was written by a newer orchestrator (schema {version}; "
+                f"this one reads up to {SCHEMA_VERSION}): upgrade, or use another --ledger"
+            )
+        if db.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() != "wal":
+            raise LedgerError(f"ledger {self.url}: cannot switch to WAL journal mode")
+        db.execute("PRAGMA synchronous = NORMAL")  # durable across a crash of the process
+        if version < SCHEMA_VERSION:
+            with self._transaction():
+                # Read again under the write lock: another process may have just migrated.
+                if db.execute("PRAGMA user_version").fetchone()[0] == 0:
+                    for statement in _statements(_SCHEMA):  # executescript would commit
+                        db.execute(statement)
+                    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._db)
+
+    def _reason(self, exc: sqlite3.Error) -> str:
+        text = str(exc)
+        if "not a database" in text or "malformed" in text:
+            return f"ledger {self.url} is corrupt or not a SQLite database ({text})"
+        if "locked" in text or "busy" in text:
+            return f"ledger {self.url} is locked by another process ({text})"
+        if "readonly" in text or "read-only" in text:
+            return f"ledger {self.url} is read-only ({text})"
+        if "full" in text:
+            return f"ledger {self.url}: the disk is full ({text})"
+        if "unable to open" in text:
+            return f"cannot open ledger {self.url} ({text})"
+        return f"ledger {self.url}: {text}"
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def open_run(self, run: RunRecord) -> None:
+        self._guarded(
+            lambda: self._db.execute(
+                "INSERT OR IGNORE INTO runs (id, started, heartbeat, host, user, cwd, argv, mode,"
+                " labels, resumed_from) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    run.id,
+                    run.started,
+                    run.started,
+                    run.host,
+                    run.user,
+                    run.cwd,
+                    json.dumps(list(run.argv)),
+                    run.mode,
+                    json.dumps(dict(run.labels), sort_keys=True),
+                    run.resumed_from,
+                ),
+            )
+        )
+
+    def write(
+        self,
+        charges: Sequence[Charge],
+        instances: Sequence[InstanceRecord],
+        heartbeat: tuple[str, float] | None = None,
+    ) -> None:
+        def run() -> None:
+            with self._transaction():
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO charges VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (
+                            c.run_id,
+                            c.instance,
+                            c.seq,
+                            c.at,
+                            c.budget_key,
+                            c.model,
+                            c.usage.input,
+                            c.usage.output,
+                            c.usage.cache_creation,
+                            c.usage.cache_read,
+                            c.cost_usd,
+                            int(c.cost_is_estimate),
+                        )
+                        for c in charges
+                    ],
+                )
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO instances VALUES"
+                    " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (
+                            i.run_id,
+                            i.name,
+                            i.command,
+                            i.budget_key,
+                            i.session_id,
+                            i.status,
+                            i.usage.input,
+                            i.usage.output,
+                            i.usage.cache_creation,
+                            i.usage.cache_read,
+                            i.cost_usd,
+                            int(i.final),
+                            int(i.cost_is_estimate),
+                            i.started,
+                            i.ended,
+                            i.error,
+                        )
+                        for i in instances
+                    ],
+                )
+                if heartbeat is not None:
+                    self._db.execute("UPDATE runs SET heartbeat = ? WHERE id = ?", heartbeat[::-1])
+
+        self._guarded(run)
+
+    def close_run(self, run_id: str, ended: float, exit_code: int) -> None:
+        self._guarded(
+            lambda: self._db.execute(
+                "UPDATE runs SET ended = ?, heartbeat = ?, exit_code = ? WHERE id = ?",
+                (ended, ended, exit_code, run_id),
+            )
+        )
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def window_spend(self, run_id: str, queries: Sequence[WindowQuery]) -> list[WindowSpend]:
+        def run() -> list[WindowSpend]:
+            out = []
+            for q in queries:
+                amount = _TOKENS if q.unit is Unit.TOKENS else "cost_usd"
+                where, args = (" AND budget_key = ?", [q.key]) if q.key is not None else ("", [])
+                # Two reads, each along an index: others' spend since the start (by key and
+                # time, or by time), and this run's own before it (by run).
+                (others,) = self._db.execute(
+                    f"SELECT TOTAL({amount}) FROM charges WHERE ts >= ? AND run_id != ?{where}",
+                    [q.start, run_id, *args],
+                ).fetchone()
+                (own,) = self._db.execute(
+                    f"SELECT TOTAL({amount}) FROM charges WHERE run_id = ? AND ts < ?{where}",
+                    [run_id, q.start, *args],
+                ).fetchone()
+                if q.unit is Unit.TOKENS:
+                    others, own = int(others), int(own)
+                out.append(WindowSpend(others, own))
+            return out
+
+        return self._guarded(run)
+
+    def usage(self, since: float, until: float, by: str, now: float) -> list[UsageRow]:
+        return self._guarded(lambda: self._usage(since, until, by, now))
+
+    def _usage(self, since: float, until: float, by: str, now: float) -> list[UsageRow]:
+        parts: list[tuple[str, tuple[object, ...]]] = []  # (group, one summed row)
+        if by in ("day", "week", "month"):
+            # Buckets only where there are charges: --since 100000d must not mean 100,000
+            # queries (nor a date before year 1).
+            first, last = self._db.execute(
+                "SELECT MIN(ts), MAX(ts) FROM charges WHERE ts >= ? AND ts < ?", (since, until)
+            ).fetchone()
+            spans = calendar_buckets(by, first, last + 1e-6) if first is not None else []
+            for start, end in spans:
+                label = _bucket_label(by, start)
+                rows = self._range(max(start, since), min(end, until))
+                parts += [(label, row) for row in rows]
+        else:
+            rows = self._range(since, until)
+            labels: dict[str, dict[str, str]] = {}
+            if by.startswith("label:"):
+                ids = {row[0] for row in rows}
+                labels = {
+                    rid: json.loads(text)
+                    for rid, text in self._db.execute("SELECT id, labels FROM runs")
+                    if rid in ids
+                }
+            for row in rows:
+                parts.append((_group_of(by, row, labels), row))
+        statuses = self._run_statuses(now) if by == "run" else {}
+        return _aggregate(parts, statuses)
+
+    def _range(self, since: float, until: float) -> list[tuple[object, ...]]:
+        """Sums per (run, instance, key, model) of the charges in [since, until): whole
+        quarter hours from the rollup, the ragged ends from the charges themselves."""
+        inner_start = math.ceil(since / ROLLUP_S) * ROLLUP_S
+        inner_end = math.floor(until / ROLLUP_S) * ROLLUP_S
+        if inner_start >= inner_end:
+            return self._db.execute(_FROM_CHARGES, (since, until)).fetchall()
+        pieces = [
+            self._db.execute(_FROM_CHARGES, (since, inner_start)).fetchall(),
+            self._db.execute(_FROM_ROLLUP, (inner_start, inner_end)).fetchall(),
+            self._db.execute(_FROM_CHARGES, (inner_end, until)).fetchall(),
+        ]
+        merged: dict[tuple[object, ...], list[object]] = {}
+        for rows in pieces:
+            for row in rows:
+                found = merged.get(row[:4])
+                if found is None:
+                    merged[row[:4]] = list(row)
+                    continue
+                for i in range(4, 9):
+                    found[i] = found[i] + row[i]
+                if row[10] > found[10]:
+                    found[9], found[10] = row[9], row[10]
+        return [tuple(row) for row in merged.values()]
+
+    def _run_statuses(self, now: float) -> dict[str, str]:
+        statuses = {}
+        for rid, ended, heartbeat in self._db.execute("SELECT id, ended, heartbeat FROM runs"):
+            if ended is not None:
+                statuses[rid] = "ended"
+            elif heartbeat is None or now - heartbeat > CRASHED_AFTER_S:
+                statuses[rid] = "crashed"
+            else:
+                statuses[rid] = "running"
+        return statuses
+
+    def run_status(self, run_id: str, now: float) -> str | None:
+        return self._guarded(lambda: self._run_statuses(now).get(run_id))
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _guarded(self, call: Callable[[], T]) -> T:
+        try:
+            return call()
+        except sqlite3.Error as exc:
+            raise LedgerError(self._reason(exc)) from None
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error): one writer at a time, no upgrade
+    deadlock between two processes."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, kind: object, exc: object, tb: object) -> None:
+        if kind is None:
+            self._db.execute("COMMIT")
+        elif self._db.in_transaction:
+            self._db.execute("ROLLBACK")
+
+
+def _statements(script: str) -> list[str]:
+    """The schema's statements; a trigger's body keeps its own semicolons."""
+    out: list[str] = []
+    for part in script.split(";"):
+        if out and "CREATE TRIGGER" in out[-1] and not out[-1].rstrip().endswith("END"):
+            out[-1] += ";" + part
+        else:
+            out.append(part)
+    return [
+        s
+        for s in out
+        if s.strip()
+        and not all(line.strip().startswith("--") or not line.strip() for line in s.splitlines())
+    ]
+
+
+def _bucket_label(by: str, start: float) -> str:
+    from datetime import datetime
+
+    t = datetime.fromtimestamp(start)
+    if by == "month":
+        return t.strftime("%Y-%m")
+    if by == "week":
+        year, week, _ = t.isocalendar()
+        return f"{year}-W{week:02}"
+    return t.strftime("%Y-%m-%d")
+
+
+def _group_of(by: str, row: tuple[object, ...], labels: dict[str, dict[str, str]]) -> str:
+    run_id, instance, key, model = (str(v) if v is not None else "" for v in row[:4])
+    if by == "command":
+        return key
+    if by == "model":
+        return model or "(unknown)"
+    if by == "run":
+        return run_id
+    if by == "instance":
+        return f"{run_id}/{instance}"
+    if by.startswith("label:"):
+        return labels.get(run_id, {}).get(by.removeprefix("label:"), "(none)")
+    raise ValueError(f"cannot group by {by!r}")
+
+
+def _aggregate(
+    parts: list[tuple[str, tuple[object, ...]]], statuses: dict[str, str]
+) -> list[UsageRow]:
+    tokens: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    costs: dict[str, list[float]] = defaultdict(list)
+    estimate: dict[str, bool] = defaultdict(bool)
+    runs: dict[str, set[object]] = defaultdict(set)
+    instances: dict[str, set[tuple[object, object]]] = defaultdict(set)
+    for group, row in parts:
+        run_id, instance = row[0], row[1]
+        sums = tokens[group]
+        for i in range(4):
+            sums[i] += int(row[4 + i])  # type: ignore[call-overload]
+        costs[group].append(float(row[8]))  # type: ignore[arg-type]
+        estimate[group] |= bool(row[9])
+        runs[group].add(run_id)
+        instances[group].add((run_id, instance))
+    return [
+        UsageRow(
+            group=group,
+            usage=TokenUsage(*sums),
+            cost_usd=math.fsum(costs[group]),
+            cost_is_estimate=estimate[group],
+            runs=len(runs[group]),
+            instances=len(instances[group]),
+            status=statuses.get(group),
+        )
+        for group, sums in tokens.items()
+    ]

@@ -1,0 +1,119 @@
+"""The run command's side of the ledger: open it before launching, apply the failure rules,
+seed the windowed budgets, close it after the run."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+
+from budget_core import OVERALL, BudgetManager, Unit, format_tokens, format_usd
+from budget_core.budgets import BudgetState
+from orchestrator.config import ConfigError, RunConfig
+from orchestrator.ledger import LedgerError, open_ledger, redact_url, resolve_ledger_url
+from orchestrator.ledger.session import RunLedger, WindowedBudget, new_run_id, run_record
+from orchestrator.run import Orchestrator
+
+log = logging.getLogger("orchestrator")
+LEDGER_HELP = (
+    "where spend is recorded, for budgets over time windows: a path, sqlite:///ABS/PATH, or"
+    " none (also: ORCHESTRATOR_LEDGER; e.g. --ledger none) (default:"
+    " $XDG_DATA_HOME/claude-budget-orchestrator/ledger.sqlite3; with --demo a throw-away one)"
+)
+_throwaway: list[str] = []  # the demo's ledger folders, removed after the run
+
+
+def budget_text(budget: BudgetState) -> str:
+    """``/review=2M/day``, ``overall=$50/week``: a windowed budget as a user would write it."""
+    limit = format_usd(budget.limit) if budget.unit is Unit.USD else format_tokens(budget.limit)
+    return f"{budget.key}={limit}/{budget.window.name}"
+
+
+def parse_labels(texts: Sequence[str]) -> dict[str, str]:
+    labels = {}
+    for text in texts:
+        key, eq, value = text.partition("=")
+        if not eq or not key.strip():
+            raise ConfigError(f"--label {text!r} must look like KEY=VALUE (e.g. team=infra)")
+        labels[key.strip()] = value.strip()
+    return labels
+
+
+def open_run_ledger(
+    args: argparse.Namespace, argv: Sequence[str], run: RunConfig, manager: BudgetManager
+) -> RunLedger | None:
+    """The run's ledger, with each windowed budget seeded from it; None without one.
+
+    Raises ``ConfigError`` when a windowed budget in block mode cannot be enforced."""
+    labels = parse_labels(args.label)
+    windowed = manager.windowed()
+    throwaway = None
+    if args.demo and args.ledger is None:
+        folder = tempfile.mkdtemp(prefix="orchestrator-demo-ledger-")
+        _throwaway.append(folder)
+        throwaway = os.path.join(folder, "ledger.sqlite3")
+    url = resolve_ledger_url(args.ledger, os.environ, throwaway)
+    now = time.time()
+    session = None
+    try:
+        ledger = open_ledger(url)
+        if ledger is not None:
+            record = run_record(new_run_id(now), now, ["orchestrator", *argv], manager.mode, labels)
+            budgets = [
+                WindowedBudget(None if b.key == OVERALL else b.key, b.unit, b.window)
+                for b in windowed
+            ]
+            session = RunLedger(ledger, record, budgets)
+            try:
+                session.open_run()
+                spends = session.start_spend()
+            except LedgerError:
+                ledger.close()
+                raise
+            for b, spend in zip(budgets, spends, strict=True):
+                manager.set_outside(b.key or OVERALL, b.unit, spend.others - spend.own_before)
+        reason = "--ledger none" if ledger is None else None
+    except LedgerError as exc:
+        reason = str(exc)
+    if reason is None:
+        return session
+    if windowed and manager.mode == "block":
+        raise ConfigError(f"cannot enforce {budget_text(windowed[0])} without the ledger: {reason}")
+    if windowed:
+        print(
+            f"orchestrator: warning: {reason}; windowed budgets count this run only",
+            file=sys.stderr,
+        )
+    elif ledger_was_asked(args):
+        print(
+            f"orchestrator: warning: {reason}; the run goes on with per-run budgets "
+            "and its spend is not recorded",
+            file=sys.stderr,
+        )
+    return None
+
+
+def ledger_was_asked(args: argparse.Namespace) -> bool:
+    """``--ledger none`` given on purpose needs no warning; any other failure does."""
+    given = args.ledger if args.ledger is not None else os.environ.get("ORCHESTRATOR_LEDGER")
+    return (given or "").strip().lower() != "none"
+
+
+def close_ledger(orchestrator: Orchestrator, exit_code: int) -> None:
+    session = orchestrator.ledger
+    if session is not None:
+        error = session.finish(orchestrator.instance_records(), exit_code)
+        if error is not None:
+            print(f"orchestrator: error: ledger: {error}", file=sys.stderr)
+    while _throwaway:
+        shutil.rmtree(_throwaway.pop(), ignore_errors=True)
+
+
+def ledger_url_for_summary(orchestrator: Orchestrator) -> str | None:
+    session = orchestrator.ledger
+    return redact_url(session.ledger.url) if session is not None else None
