@@ -54,6 +54,7 @@ EXIT_MEANINGS = {
     3: "budget enforcement blocked or stopped an instance",
     129: "interrupted (SIGHUP)",
     130: "interrupted",
+    141: "interrupted: stdout was closed (SIGPIPE)",
     143: "interrupted (SIGTERM)",
 }
 

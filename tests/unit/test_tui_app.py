@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 from textual.color import Color
 from textual.widgets import Label, ProgressBar
@@ -133,6 +135,58 @@ async def test_a_run_that_raises_closes_the_app_and_keeps_the_error() -> None:
         await pilot.pause()
     assert isinstance(app.run_error, RuntimeError)
     assert app.return_value is None  # no exit code from a run that raised
+
+
+async def test_ctrl_c_interrupts_the_run_and_closes_with_its_exit_code() -> None:
+    run = demo_run()
+    app = make(run, with_run=True)
+    async with app.run_test(size=SIZE) as pilot:
+        mid_run(run)
+        await pilot.press("ctrl+c")  # not Textual's "press ctrl+q to quit" notice
+        for _ in range(5):
+            await pilot.pause()
+    assert run.calls == [("interrupt", "SIGINT")]
+    assert app.return_value == 130
+
+
+async def test_ctrl_c_in_the_quit_dialog_interrupts_too() -> None:
+    run = demo_run()
+    app = make(run, with_run=True)
+    async with app.run_test(size=SIZE) as pilot:
+        mid_run(run)
+        await pilot.press("q")
+        assert isinstance(app.screen, ConfirmQuit)
+        await pilot.press("ctrl+c")
+        for _ in range(5):
+            await pilot.pause()
+    assert run.calls == [("interrupt", "SIGINT")]
+    assert app.return_value == 130
+
+
+async def test_a_signal_before_the_monitor_is_up_still_interrupts() -> None:
+    run = demo_run()
+    app = make(run, with_run=True)
+    app.interrupt(signal.SIGTERM)  # as the command's signal handler would, at any time
+    async with app.run_test(size=SIZE) as pilot:
+        for _ in range(5):
+            await pilot.pause()
+    assert run.calls == [("interrupt", "SIGTERM")]
+    assert app.return_value == 130
+
+
+async def test_ctrl_c_after_the_run_ended_just_closes_with_the_runs_code() -> None:
+    run = demo_run()
+    app = make(run, with_run=True)
+    async with app.run_test(size=SIZE) as pilot:
+        run.launch("test-unit")
+        run.finish("test-unit", InstanceStatus.FAILED, "exit code 1")
+        run.end()
+        await pilot.pause()
+        await pilot.pause()
+        await pilot.press("ctrl+c")
+        await pilot.pause()
+    assert app.return_value == 1
+    assert not any(call[0] == "interrupt" for call in run.calls)
 
 
 async def test_question_mark_opens_the_help_and_escape_closes_it() -> None:
