@@ -11,6 +11,7 @@ from textual import events
 from textual.reactive import reactive
 from textual.widgets import DataTable
 
+from orchestrator.cells import fit, pad
 from orchestrator.state import InstanceStatus, InstanceView, RunSnapshot
 from tui.format import clock_text, cost_cell, tokens_cell
 
@@ -141,7 +142,7 @@ class InstanceTable(DataTable[Text]):
 
 def _aligned(text: str, column: Column) -> str:
     # DataTable cells do not honour Text.justify, so numbers are padded to the right edge;
-    # long names end in an ellipsis rather than being cut silently.
-    if len(text) > column.width:
-        return text[: column.width - 1] + "…"
-    return text.rjust(column.width) if column.numeric else text
+    # long names end in an ellipsis rather than being cut silently. Both by display width:
+    # a CJK or emoji name takes two cells a character.
+    text = fit(text, column.width)
+    return pad(text, column.width, right=True) if column.numeric else text
