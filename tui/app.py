@@ -48,8 +48,8 @@ class MonitorApp(App[int]):
     ENABLE_COMMAND_PALETTE = False
     # Screen classes for the stylesheet. No ClassVar: Textual declares these as
     # ``ClassVar[...] | None``, which mypy reads as instance variables.
-    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]  # noqa: RUF012
-    VERTICAL_BREAKPOINTS = [(0, "-short"), (30, "-tall")]  # noqa: RUF012
+    HORIZONTAL_BREAKPOINTS = [(0, "-very-narrow"), (70, "-narrow"), (100, "-wide")]  # noqa: RUF012
+    VERTICAL_BREAKPOINTS = [(0, "-very-short"), (24, "-short"), (30, "-tall")]  # noqa: RUF012
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding(
