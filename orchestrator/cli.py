@@ -308,17 +308,33 @@ def _run_tui(orchestrator: Orchestrator) -> int:
     from tui.app import build_app  # only here: headless runs never import textual
 
     run = ThreadedRun(orchestrator)  # reading never holds up the monitor's keys
-    app = build_app(run, run=lambda: _run_in_app(run, app.exit))
+    app = build_app(run, run=run.run)
+    terminal_fds = [fd for fd in (0, 1, 2) if os.isatty(fd)]
 
     async def monitor() -> int | None:
-        # Ctrl-C as a signal means what the key means in the monitor: the app stops the run
-        # (SIGTERM, SIGKILL after the grace; a second one kills at once) and then closes.
+        # A signal means what Ctrl-C in the monitor means: the app has the run stop every
+        # instance (SIGTERM, SIGKILL after the grace; a second one kills at once) and then
+        # closes with the run's exit status; once the run is over, it just closes.
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, app.interrupt, sig)
+
+        def hangup(signum: int, _frame: object) -> None:
+            # The terminal is gone. Its file descriptors are replaced at once, not later in
+            # the loop: the kernel also sends SIGCONT, on which Textual restarts its output
+            # thread; if that thread met the dead terminal it would die, and the app would
+            # then block for ever on its full queue. /dev/null takes the terminal's place,
+            # so every later write just goes nowhere; the stop itself goes through the app.
+            for fd in terminal_fds:
+                if not os.isatty(fd):
+                    point_at_devnull(fd)
+            loop.call_soon_threadsafe(app.interrupt, signum)
+
+        previous = signal.signal(signal.SIGHUP, hangup)
         try:
             return await app.run_async()
         finally:
+            signal.signal(signal.SIGHUP, previous)
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
 
@@ -333,28 +349,6 @@ def _run_tui(orchestrator: Orchestrator) -> int:
         run.finished.wait(timeout=10)
         return orchestrator.exit_code() if orchestrator.interrupted_by else 1
     return int(result)
-
-
-async def _run_in_app(run: ThreadedRun, exit_app: Callable[[int], None]) -> int:
-    """The run, awaited from Textual's loop; a closed terminal (SIGHUP) stops it."""
-    terminal_fds = [fd for fd in (0, 1, 2) if os.isatty(fd)]
-
-    def hangup(signum: int, _frame: object) -> None:
-        # Handled at once, not later in the loop: when the terminal closes, the kernel also
-        # sends SIGCONT, on which Textual restarts its output thread; if that thread meets
-        # the dead terminal it dies, and the app then blocks for ever on its full queue
-        # (the run never ends, the summary is never written). /dev/null takes the
-        # terminal's place first, so every later write just goes nowhere.
-        for fd in terminal_fds:
-            if not os.isatty(fd):
-                point_at_devnull(fd)
-        run.interrupt(signum)
-
-    signal.signal(signal.SIGHUP, hangup)
-    code = await run.run()
-    if run.orchestrator.interrupted_by is not None:
-        exit_app(code)
-    return code
 
 
 def load_prices() -> PriceTable | None:

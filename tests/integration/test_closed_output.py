@@ -4,6 +4,8 @@ and exit status 141 (128 + SIGPIPE) in both the JSON and the process."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -86,19 +88,25 @@ def test_output_closed_before_anything_was_written(tmp_path: Path) -> None:
         f"--claude-bin '{claude.path}' --summary-json '{summary_path(tmp_path)}' | true; "
         "exit ${PIPESTATUS[0]}"
     )
-    done = subprocess.run(
+    shell = subprocess.Popen(
         ["bash", "-c", script],
         cwd=tmp_path,
         env=clean_env(),
         stdin=subprocess.DEVNULL,
-        capture_output=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=30,
-        check=False,
+        start_new_session=True,  # so that a run that never ends can be stopped whole
     )
+    try:
+        _, stderr = shell.communicate(timeout=30)
+    finally:
+        if shell.poll() is None:
+            os.killpg(shell.pid, signal.SIGKILL)
+            shell.wait()
 
-    assert done.returncode == 141, done.stderr
-    assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr
+    assert shell.returncode == 141, stderr
+    assert "Traceback" not in stderr and "Exception ignored" not in stderr
     summary = read_summary(tmp_path)
     assert summary is not None and summary["exit_code"] == 141
     assert all(process_gone(pid) for pid in claude.pids())  # if any started at all

@@ -244,3 +244,30 @@ def test_tui_with_stderr_not_a_terminal_runs_headless_and_says_why(tmp_path: Pat
     assert "LAUNCH" in shown and "Exit status 0" in shown  # the headless log, on the terminal
     assert "\x1b[?1049h" not in shown  # no alternate screen: no monitor
     assert err.read_text() == ""  # and nothing of it in the file
+
+
+@pytest.mark.parametrize("how", ["close the terminal", "SIGHUP"])
+def test_a_hangup_once_the_run_is_over_closes_the_monitor_with_the_runs_status(
+    tmp_path: Path, how: str
+) -> None:
+    # The run ended (exit 0) and the monitor stays on the screen for the user to read, until
+    # the terminal goes away: then it must close, with the run's status, not spin for ever.
+    claude = fake_claude(tmp_path)
+    config = write_config(tmp_path, [{"name": "a", "command": "/a", "claude_args": []}])
+    args = ["--tui", "--config", str(config), "--claude-bin", str(claude.path)]
+    terminal = InTerminal([*args, "--summary-json", str(summary_path(tmp_path))], tmp_path)
+    try:
+        terminal.watch(20, until=lambda: b"FINISHED exit 0" in terminal.output)
+        assert b"FINISHED exit 0" in terminal.output
+        if how == "SIGHUP":
+            os.kill(terminal.pid, signal.SIGHUP)
+            terminal.watch(2)
+        terminal.hang_up()
+        code = terminal.exit_code(timeout=10)
+    finally:
+        terminal.close()
+
+    assert code == 0
+    summary = read_summary(tmp_path)
+    assert summary is not None and summary["exit_code"] == 0
+    assert summary["instances"][0]["status"] == "succeeded"
