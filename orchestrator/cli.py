@@ -451,4 +451,11 @@ def _finish(
 
 
 def entry_point() -> NoReturn:
-    sys.exit(main())
+    try:
+        code = main()
+    except KeyboardInterrupt:
+        # Ctrl-C outside the run (while starting up, or while the summary is written): the
+        # run's own handlers are not there, and no instance runs. No traceback for it.
+        say("orchestrator: interrupted", sys.stderr)
+        code = 130
+    sys.exit(code)

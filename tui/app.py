@@ -15,6 +15,7 @@ from typing import ClassVar, Protocol
 
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
+from textual.css.query import NoMatches
 from textual.reactive import reactive
 from textual.widgets import Footer
 
@@ -170,7 +171,11 @@ class MonitorApp(App[int]):
             self.phase = Phase.FINISHED
 
     def on_notice_received(self, message: NoticeReceived) -> None:
-        self.query_one(EventLog).add(message.notice)
+        try:
+            log = self.query_one(EventLog)
+        except NoMatches:  # the app is closing: the run's last notices have nowhere to go
+            return
+        log.add(message.notice)
 
     async def _drive(self, run: RunCoroutine) -> None:
         """Run the orchestrator inside this event loop; tell the app how it ended."""

@@ -271,3 +271,20 @@ def test_a_hangup_once_the_run_is_over_closes_the_monitor_with_the_runs_status(
     summary = read_summary(tmp_path)
     assert summary is not None and summary["exit_code"] == 0
     assert summary["instances"][0]["status"] == "succeeded"
+
+
+def test_ctrl_c_outside_the_run_is_one_line_and_130(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Before the run's handlers are in place (imports, config) or after (the summary), a
+    # Ctrl-C is Python's KeyboardInterrupt: no traceback for it either.
+    import orchestrator.cli
+
+    def interrupted(argv: object = None) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(orchestrator.cli, "main", interrupted)
+    with pytest.raises(SystemExit) as exit_:
+        orchestrator.cli.entry_point()
+    assert exit_.value.code == 130
+    assert capsys.readouterr().err == "orchestrator: interrupted\n"
