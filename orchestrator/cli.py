@@ -36,7 +36,7 @@ from orchestrator.config import (
     load_config_file,
 )
 from orchestrator.failure import failure_report, stop_after_failure
-from orchestrator.output import Output, point_at_devnull, say
+from orchestrator.output import Output, fill_closed_std_fds, point_at_devnull, say
 from orchestrator.palette import Palette, use_colour
 from orchestrator.report import HeadlessReporter, summary_report
 from orchestrator.run import Orchestrator, budget_manager_for
@@ -365,6 +365,7 @@ def load_prices() -> PriceTable | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    fill_closed_std_fds()
     try:
         args = build_parser().parse_args(argv)
         run = build_run(args)
@@ -398,7 +399,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             code = _run_tui(orchestrator)
         else:
             code = asyncio.run(_run_headless(orchestrator, reporter, output))
-    except Exception as error:  # a bug: the run has stopped what it started (kill_now: surely)
+    except Exception as error:  # a bug in the run; it stopped what it started (kill_now: surely)
         orchestrator.kill_now(f"stopped: the run failed ({type(error).__name__})")
         say(failure_report(error), sys.stderr)
         code, meaning = 1, "the run failed (a bug in the orchestrator, see the error above)"

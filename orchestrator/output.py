@@ -28,11 +28,26 @@ def is_gone_error(error: BaseException | None) -> bool:
 
 
 def point_at_devnull(fd: int) -> None:
-    null = os.open(os.devnull, os.O_WRONLY)
+    null = os.open(os.devnull, os.O_RDWR)
+    if null == fd:  # ``fd`` was closed, and opening took its number
+        return
     try:
         os.dup2(null, fd)
     finally:
         os.close(null)
+
+
+def fill_closed_std_fds() -> None:
+    """Give /dev/null to whichever of stdin, stdout and stderr was closed when we started
+    (``>&-``): the run goes on with that stream discarded, and no pipe to an instance can
+    take its number (our writes to "stderr" would then go into an instance's pipe)."""
+    for fd, name, mode in ((0, "stdin", "r"), (1, "stdout", "w"), (2, "stderr", "w")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            point_at_devnull(fd)
+        if getattr(sys, name) is None:  # Python found it closed at start-up
+            setattr(sys, name, open(fd, mode, encoding="utf-8", closefd=False))  # noqa: SIM115
 
 
 def say(text: str, stream: TextIO | None = None) -> bool:

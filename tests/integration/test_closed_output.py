@@ -110,3 +110,35 @@ def test_output_closed_before_anything_was_written(tmp_path: Path) -> None:
     summary = read_summary(tmp_path)
     assert summary is not None and summary["exit_code"] == 141
     assert all(process_gone(pid) for pid in claude.pids())  # if any started at all
+
+
+@pytest.mark.parametrize("closed", ["1", "0 1 2"], ids=["stdout", "stdin stdout stderr"])
+def test_streams_closed_from_the_start_are_discarded_and_the_run_goes_on(
+    tmp_path: Path, closed: str
+) -> None:
+    # `orchestrator ... >&-` (or with 2>&- <&- too): nothing to read the log, but nobody
+    # went away either; the results are in the summary JSON. The pipes to the instances must
+    # not take the closed numbers (our "stderr" would write into an instance's pipe).
+    claude = fake_claude(tmp_path)
+    config = write_config(tmp_path, [{"name": n, "command": f"/{n}"} for n in "ab"])
+    closes = " ".join(f"{fd}>&-" if fd != "0" else "<&-" for fd in closed.split())
+    script = (
+        f"exec {' '.join(ORCHESTRATOR[:2])} '{ORCHESTRATOR[2]}' --config '{config}' "
+        f"--claude-bin '{claude.path}' --summary-json '{summary_path(tmp_path)}' {closes}"
+    )
+    done = subprocess.run(
+        ["bash", "-c", script],
+        cwd=tmp_path,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "" and "Traceback" not in done.stderr
+    summary = read_summary(tmp_path)
+    assert summary is not None and summary["exit_code"] == 0
+    assert [i["status"] for i in summary["instances"]] == ["succeeded", "succeeded"]
+    assert all(process_gone(pid) for pid in claude.pids())
