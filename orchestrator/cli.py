@@ -12,7 +12,7 @@ import shutil
 import signal
 import stat
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -43,7 +43,9 @@ from orchestrator.config import (
     load_config_file,
 )
 from orchestrator.descendants import become_subreaper
+from orchestrator.failure import failure_report, stop_after_failure
 from orchestrator.ledger_cli import LEDGER_HELP, close_ledger, open_run_ledger
+from orchestrator.output import Output, fill_closed_std_fds, point_at_devnull, say
 from orchestrator.output_file import output_problem
 from orchestrator.palette import Palette, use_colour
 from orchestrator.report import HeadlessReporter, summary_report
@@ -84,7 +86,9 @@ example:
 
 exit status:
   0 every instance succeeded; 1 an instance failed or timed out; 2 bad usage or config;
-  3 budget enforcement blocked or stopped an instance; 130/143 interrupted (SIGINT/SIGTERM).
+  3 budget enforcement blocked or stopped an instance; 130/143 interrupted (SIGINT/SIGTERM);
+  129 the terminal closed (SIGHUP); 141 stdout closed (| head, a pager quit), taken as SIGPIPE.
+  Interrupted, every instance is stopped and the summary (and --summary-json) still written.
 """
 
 
@@ -482,33 +486,82 @@ def dry_run_text(run: RunConfig, manager: BudgetManager) -> str:
     return "\n".join(lines)
 
 
-def _setup_logging(quiet: bool) -> None:
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    log.handlers[:] = [handler]
+def _setup_logging(output: Output, quiet: bool) -> None:
+    log.handlers[:] = [output.handler()]
+    log.handlers[0].setFormatter(logging.Formatter("%(message)s"))
     log.setLevel(logging.WARNING if quiet else logging.INFO)
     log.propagate = False
 
 
-async def _run_headless(orchestrator: Orchestrator, reporter: HeadlessReporter) -> int:
+async def _run_headless(
+    orchestrator: Orchestrator, reporter: HeadlessReporter, output: Output
+) -> int:
     loop = asyncio.get_running_loop()
     for sig in HANDLED_SIGNALS:
         loop.add_signal_handler(sig, orchestrator.interrupt, sig)
+    output.watch(loop)
     periodic = asyncio.create_task(reporter.report_periodically())
     try:
         return await orchestrator.run()
+    except Exception as error:
+        periodic.cancel()
+        await stop_after_failure(orchestrator, error)
+        raise
     finally:
         periodic.cancel()
+        output.unwatch()
         for sig in HANDLED_SIGNALS:
             loop.remove_signal_handler(sig)
+
+
+def tui_refusal() -> str | None:
+    """Why ``--tui`` cannot draw here, or None. Textual draws on stderr; stdout gets the
+    summary: both must be the terminal, or the monitor goes into a file (or a pipe)."""
+    not_terminals = [name for fd, name in ((1, "stdout"), (2, "stderr")) if not os.isatty(fd)]
+    if not not_terminals:
+        return None
+    which = " and ".join(not_terminals)
+    verb = "are" if len(not_terminals) > 1 else "is"
+    return f"--tui needs a terminal on stdout and stderr ({which} {verb} not one); running headless"
 
 
 def _run_tui(orchestrator: Orchestrator) -> int:
     from tui.app import build_app  # only here: headless runs never import textual
 
     run = ThreadedRun(orchestrator)  # reading never holds up the monitor's keys
-    app = build_app(run, run=lambda: _run_in_app(run, app.exit))
-    result = app.run()
+    app = build_app(run, run=run.run)
+    terminal_fds = [fd for fd in (0, 1, 2) if os.isatty(fd)]
+
+    async def monitor() -> int | None:
+        # A signal means what Ctrl-C in the monitor means: the app has the run stop every
+        # instance (SIGTERM, SIGKILL after the grace; a second one kills at once) and then
+        # closes with the run's exit status; once the run is over, it just closes.
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, app.interrupt, sig)
+
+        def hangup(signum: int, _frame: object) -> None:
+            # The terminal is gone. Its file descriptors are replaced at once, not later in
+            # the loop: the kernel also sends SIGCONT, on which Textual restarts its output
+            # thread; if that thread met the dead terminal it would die, and the app would
+            # then block for ever on its full queue. /dev/null takes the terminal's place,
+            # so every later write just goes nowhere; the stop itself goes through the app.
+            for fd in terminal_fds:
+                if not os.isatty(fd):
+                    point_at_devnull(fd)
+            loop.call_soon_threadsafe(app.interrupt, signum)
+
+        previous = signal.signal(signal.SIGHUP, hangup)
+        try:
+            return await app.run_async()
+        finally:
+            signal.signal(signal.SIGHUP, previous)
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+
+    result = asyncio.run(monitor())
+    if app.run_error is not None:
+        raise app.run_error  # shown now that the monitor has given the terminal back
     if result is None:
         # The app ended without the run's result (it failed, or the terminal went away
         # first): nothing will wait for the instances any more. Kill them now, none may
@@ -517,38 +570,6 @@ def _run_tui(orchestrator: Orchestrator) -> int:
         run.finished.wait(timeout=10)
         return orchestrator.exit_code() if orchestrator.interrupted_by else 1
     return int(result)
-
-
-async def _run_in_app(run: ThreadedRun, exit_app: Callable[[int], None]) -> int:
-    """The run, awaited from Textual's loop; a closed terminal (SIGHUP) or SIGTERM stops it."""
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, run.interrupt, signal.SIGTERM)
-    terminal_fds = [fd for fd in (0, 1, 2) if os.isatty(fd)]
-
-    def hangup(signum: int, _frame: object) -> None:
-        # Handled at once, not later in the loop: when the terminal closes, the kernel also
-        # sends SIGCONT, on which Textual restarts its output thread; if that thread meets
-        # the dead terminal it dies, and the app then blocks for ever on its full queue
-        # (the run never ends, the summary is never written). /dev/null takes the
-        # terminal's place first, so every later write just goes nowhere.
-        _detach_dead_terminal(terminal_fds)
-        run.interrupt(signum)
-
-    signal.signal(signal.SIGHUP, hangup)
-    code = await run.run()
-    if run.orchestrator.interrupted_by is not None:
-        exit_app(code)
-    return code
-
-
-def _detach_dead_terminal(fds: Sequence[int]) -> None:
-    """Point each of ``fds`` that was a terminal and is one no longer (hung up) at /dev/null."""
-    dead = [fd for fd in fds if not os.isatty(fd)]
-    if dead:
-        null = os.open(os.devnull, os.O_RDWR)
-        for fd in dead:
-            os.dup2(null, fd)
-        os.close(null)
 
 
 def run_inputs(args: argparse.Namespace, run: RunConfig) -> list[tuple[str, str]]:
@@ -575,6 +596,7 @@ def load_prices() -> PriceTable | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    fill_closed_std_fds()
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["usage"]:
         from orchestrator.usage_cmd import main as usage_main
@@ -592,43 +614,57 @@ def main(argv: Sequence[str] | None = None) -> int:
         ):
             raise ConfigError(f"--summary-json: cannot write there: {problem}")
     except ConfigError as exc:
-        print(f"orchestrator: error: {exc}", file=sys.stderr)
+        say(f"orchestrator: error: {exc}", sys.stderr)
         return 2
     if args.dry_run:
-        print(dry_run_text(run, manager))
+        say(dry_run_text(run, manager))
         return 0
-    _setup_logging(args.quiet)
-    palette = Palette(use_colour(sys.stdout, args.no_color))
-    for key in unused_budget_keys(run):
-        log.warning(f"WARNING budget {key} applies to no instance (no instance's key is {key})")
     try:
         ledger = open_run_ledger(args, argv, run, manager)
     except ConfigError as exc:
-        print(f"orchestrator: error: {exc}", file=sys.stderr)
+        say(f"orchestrator: error: {exc}", sys.stderr)
         return 2
     # What leaves an instance's process group (setsid) becomes ours when orphaned, so the
     # run finds and stops it with its instance (the process is the orchestrator's alone).
     become_subreaper()
     orchestrator = Orchestrator(run, budgets=manager, prices=prices, ledger=ledger)
-    use_tui = args.tui and sys.stdout.isatty()
-    if args.tui and not use_tui:
-        print("orchestrator: --tui needs a terminal (stdout is not one); running headless")
+    output = Output(sys.stdout, on_gone=lambda: _output_gone(orchestrator))
+    _setup_logging(output, args.quiet)
+    palette = Palette(use_colour(sys.stdout, args.no_color))
+    for key in unused_budget_keys(run):
+        log.warning(f"WARNING budget {key} applies to no instance (no instance's key is {key})")
+    refusal = tui_refusal() if args.tui else None
+    if refusal:
+        log.warning(f"orchestrator: {refusal}")
+    use_tui = args.tui and refusal is None
     reporter = HeadlessReporter(
         orchestrator, palette, 0 if use_tui else args.status_report_interval, args.quiet or use_tui
     )
-    if use_tui:
-        reporter.close()
-        code = _run_tui(orchestrator)
-    else:
-        code = _run_and_wait(_run_headless(orchestrator, reporter))
-    return _finish(orchestrator, code, args, palette)
+    meaning = None
+    try:
+        if use_tui:
+            reporter.close()
+            code = _run_tui(orchestrator)
+        else:
+            code = asyncio.run(_run_headless(orchestrator, reporter, output))
+    except Exception as error:  # a bug in the run; it stopped what it started (kill_now: surely)
+        orchestrator.kill_now(f"stopped: the run failed ({type(error).__name__})")
+        say(failure_report(error), sys.stderr)
+        code, meaning = 1, "the run failed (a bug in the orchestrator, see the error above)"
+    if orchestrator.interrupted_by == signal.SIGPIPE:
+        say(
+            "orchestrator: stdout was closed (its reader went away): every instance was "
+            f"stopped; exit status {code}",
+            sys.stderr,
+        )
+    return _finish(orchestrator, code, args, palette, meaning)
 
 
-def _run_and_wait(coro: Awaitable[int]) -> int:
-    async def wrapper() -> int:
-        return await coro
-
-    return asyncio.run(wrapper())
+def _output_gone(orchestrator: Orchestrator) -> None:
+    """Nobody reads the log any more (``| head``, a pager quit): end the run as interrupted,
+    by SIGPIPE as the shell would have it (exit 128 + 13 = 141)."""
+    if orchestrator.interrupted_by is None:
+        orchestrator.interrupt(signal.SIGPIPE)
 
 
 def _budget_manager(run: RunConfig) -> BudgetManager:
@@ -639,11 +675,14 @@ def _budget_manager(run: RunConfig) -> BudgetManager:
 
 
 def _finish(
-    orchestrator: Orchestrator, code: int, args: argparse.Namespace, palette: Palette
+    orchestrator: Orchestrator,
+    code: int,
+    args: argparse.Namespace,
+    palette: Palette,
+    meaning: str | None = None,
 ) -> int:
     close_ledger(orchestrator, code)
     snapshot = orchestrator.snapshot()
-    meaning = None
     if args.summary_json:
         try:
             write_summary_json(
@@ -652,16 +691,25 @@ def _finish(
                 run_inputs(args, orchestrator.config),
             )
         except OSError as exc:
-            print(
+            say(
                 f"orchestrator: error: cannot write --summary-json {args.summary_json}: "
                 f"{exc.strerror or exc}",
-                file=sys.stderr,
+                sys.stderr,
             )
             if code == 0:
                 code, meaning = 1, "every instance succeeded, but the summary JSON was not written"
-    print(summary_report(snapshot, code, palette, meaning), flush=True)
+    # Once the summary JSON is written, the exit status is decided: a reader that goes away
+    # now (the run is over) changes neither.
+    say(summary_report(snapshot, code, palette, meaning))
     return code
 
 
 def entry_point() -> NoReturn:
-    sys.exit(main())
+    try:
+        code = main()
+    except KeyboardInterrupt:
+        # Ctrl-C outside the run (while starting up, or while the summary is written): the
+        # run's own handlers are not there, and no instance runs. No traceback for it.
+        say("orchestrator: interrupted", sys.stderr)
+        code = 130
+    sys.exit(code)

@@ -16,6 +16,7 @@ from budget_core import (
     render_bar,
     render_window_bar,
 )
+from orchestrator.cells import pad, width
 from orchestrator.palette import Palette
 from orchestrator.state import (
     InstanceStatus,
@@ -55,6 +56,7 @@ EXIT_MEANINGS = {
     3: "budget enforcement blocked or stopped an instance",
     129: "interrupted (SIGHUP)",
     130: "interrupted",
+    141: "interrupted: stdout was closed (SIGPIPE)",
     143: "interrupted (SIGTERM)",
 }
 
@@ -69,8 +71,12 @@ def format_notice(notice: Notice, palette: Palette) -> str:
     return f"[{format_clock(notice.at_s)}] {kind} {notice.message}"
 
 
+def budget_name(budget: BudgetState) -> str:
+    return budget.key if budget.unit is Unit.TOKENS else f"{budget.key} ($)"
+
+
 def budget_line(budget: BudgetState, palette: Palette, name_width: int) -> str:
-    name = budget.key if budget.unit is Unit.TOKENS else f"{budget.key} ($)"
+    name = pad(budget_name(budget), name_width)
     if budget.window.is_run:
         plain = render_bar(budget.used, budget.limit, BAR_WIDTH)
     else:  # two segments: spend before this run, then this run's
@@ -78,15 +84,15 @@ def budget_line(budget: BudgetState, palette: Palette, name_width: int) -> str:
     bar = palette.level(plain, budget.level)
     word = palette.level(budget.level.upper(), budget.level)
     percent = format_percent(budget.used, budget.limit)
-    return f"  {name:<{name_width}} {bar} {percent:>5}  {format_budget_amounts(budget):<22} {word}"
+    return f"  {name} {bar} {percent:>5}  {format_budget_amounts(budget):<22} {word}"
 
 
 def budget_block(snapshot: RunSnapshot, palette: Palette) -> list[str]:
     budgets = snapshot.budgets.budgets
     if not budgets:
         return []
-    width = max(len(b.key) + (4 if b.unit is Unit.USD else 0) for b in budgets)
-    return [budget_line(b, palette, width) for b in budgets]
+    name_width = max(width(budget_name(b)) for b in budgets)
+    return [budget_line(b, palette, name_width) for b in budgets]
 
 
 def cost_text(cost: float, estimate: bool) -> str:
@@ -97,7 +103,7 @@ def instance_line(view: InstanceView, palette: Palette, name_width: int) -> str:
     status = palette.paint(f"{view.status:<9}", _STATUS_COLOURS.get(view.status))
     usage = view.usage
     return (
-        f"    {view.name:<{name_width}} {status} {format_tokens(usage.total):>6} tokens"
+        f"    {pad(view.name, name_width)} {status} {format_tokens(usage.total):>6} tokens"
         f" (in {format_tokens(usage.input)}, out {format_tokens(usage.output)},"
         f" cache {format_tokens(usage.cache_creation + usage.cache_read)})"
         f"  {cost_text(view.cost_usd, view.cost_is_estimate)}  {format_clock(view.elapsed_s)}"
@@ -117,8 +123,8 @@ def progress_report(snapshot: RunSnapshot, palette: Palette) -> str:
     lines = [head, *budget_block(snapshot, palette)]
     running = snapshot.running
     if running:
-        width = max(len(i.name) for i in running)
-        lines += [instance_line(i, palette, width) for i in running]
+        name_width = max(width(i.name) for i in running)
+        lines += [instance_line(i, palette, name_width) for i in running]
     return "\n".join(lines)
 
 
@@ -165,22 +171,19 @@ def summary_report(
             format_clock(snapshot.elapsed_s),
         )
     )
-    widths = [max(len(h), *(len(r[c]) for r in rows)) for c, h in enumerate(headers)]
+    # Padded by display width: a CJK or emoji name takes two cells a character.
+    widths = [max(width(h), *(width(r[c]) for r in rows)) for c, h in enumerate(headers)]
     numeric = {3, 4, 5, 6, 7, 8}
+    status_index = 2
 
-    def fmt(cells: tuple[str, ...]) -> str:
-        parts = [
-            cell.rjust(widths[c]) if c in numeric else cell.ljust(widths[c])
-            for c, cell in enumerate(cells)
-        ]
+    def fmt(cells: tuple[str, ...], status_colour: str | None = None) -> str:
+        parts = [pad(cell, widths[c], right=c in numeric) for c, cell in enumerate(cells)]
+        parts[status_index] = palette.paint(parts[status_index], status_colour)
         return "  " + "  ".join(parts).rstrip()
 
-    status_index = 2
     lines = [palette.paint("Summary", "bold"), fmt(headers)]
     for row in rows[:-1]:
-        line = fmt(row)
-        colour = _STATUS_COLOURS.get(InstanceStatus(row[status_index]))
-        lines.append(line.replace(row[status_index], palette.paint(row[status_index], colour), 1))
+        lines.append(fmt(row, _STATUS_COLOURS.get(InstanceStatus(row[status_index]))))
     lines.append(fmt(rows[-1]))
     if any(r[7].endswith("*") for r in rows):
         lines.append("  * live count: no result line from the CLI, so not its final figures")

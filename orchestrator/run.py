@@ -236,20 +236,25 @@ class Orchestrator:
     # -- the run -------------------------------------------------------------------------
 
     async def run(self) -> int:
-        """Run every instance; returns the exit status of the whole run. Never raises for
-        an error of its own: that stops every instance and gives exit status 1."""
+        """Run every instance; returns the exit status of the whole run.
+
+        An error of its own (a bug) stops every instance, waits for them all to end, and is
+        then raised, for the caller to show: the summary is still complete and exact."""
         self._started_at = self._clock()
         if self.ledger is not None:
             loop = asyncio.get_running_loop()
             self.ledger.start(loop, self._on_window_spend, self._on_ledger_error)
         sampler = asyncio.create_task(self._sample_burn())
         recorder = asyncio.create_task(self._record_spend())
+        failure: Exception | None = None
         try:
             try:
                 await self._launch_all()
             except Exception as exc:  # a bug: end the run cleanly rather than hang or orphan
+                failure = exc
                 self._fail_run(exc)
             await asyncio.gather(*self._watchers)
+            self._end_unwatched()
         finally:
             sampler.cancel()
             recorder.cancel()
@@ -260,7 +265,20 @@ class Orchestrator:
             self.record_spend()
             self._sample_now()
             self._emit(_STATE_CHANGED)
+        if failure is not None:
+            raise failure
         return self.exit_code()
+
+    def _end_unwatched(self) -> None:
+        """After a failed run: an instance the failure caught between its launch decision
+        and its spawn has no process to wait for; it ends as its stop asked."""
+        for inst in self._instances:
+            if not inst.status.is_active or inst.process is not None:
+                continue
+            if inst.stop is None:
+                self._end(inst, S.FAILED, "never started: the run failed")
+            else:
+                self._end(inst, inst.stop.outcome, inst.stop.reason)
 
     def exit_code(self) -> int:
         if self.interrupted_by is not None:
@@ -340,9 +358,9 @@ class Orchestrator:
             )
             inst.timers.append(timeout)
         self._emit(_STATE_CHANGED)
-        argv = instance_argv(self.config, inst.spec)
-        process = self._new_process()
         try:
+            argv = instance_argv(self.config, inst.spec)
+            process = self._new_process()
             await process.start(
                 argv,
                 on_line=partial(self._on_line, inst),
@@ -354,7 +372,8 @@ class Orchestrator:
         except Exception as exc:  # OSError, ValueError (a NUL byte), or anything else
             if inst.process is not None:  # it did start: none may outlive its failure
                 inst.process.signal_group(signal.SIGKILL)
-            self._end(inst, S.FAILED, f"cannot start {argv[0]}: {_spawn_error(exc)}")
+            command = self.config.claude_cmd[0] if self.config.claude_cmd else "claude"
+            self._end(inst, S.FAILED, f"cannot start {command}: {_spawn_error(exc)}")
             self._notice(NoticeKind.FAIL, f"{inst.name}: {inst.error}", warning=True)
 
     def _on_spawned(self, inst: _Instance, process: Process) -> None:

@@ -19,6 +19,7 @@ import threading
 from collections.abc import Callable
 
 from budget_core import Mode
+from orchestrator.failure import stop_after_failure
 from orchestrator.run import Orchestrator
 from orchestrator.state import Notice, RunEvent, RunListener, RunSnapshot, StateChanged
 
@@ -99,6 +100,10 @@ class ThreadedRun:
         publisher = asyncio.create_task(self._publish_periodically())
         try:
             return await self.orchestrator.run()
+        except Exception as error:
+            publisher.cancel()
+            await stop_after_failure(self.orchestrator, error)
+            raise
         finally:
             publisher.cancel()
             self._publish()

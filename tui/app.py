@@ -7,6 +7,7 @@ listener only marks the view dirty, and a timer re-reads the snapshot at most
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import ClassVar, Protocol
 
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
+from textual.css.query import NoMatches
 from textual.reactive import reactive
 from textual.widgets import Footer
 
@@ -28,7 +30,14 @@ from tui.screens import ConfirmQuit, HelpScreen
 RunCoroutine = Callable[[], Awaitable[int]]
 Clock = Callable[[], float]
 
-INTERRUPTED = 130  # what run_tui returns when the app closed before the run could finish
+
+class MonitorControl(RunControl, Protocol):
+    """What the monitor asks of a run: a ``RunControl`` that can also be interrupted."""
+
+    def interrupt(self, signum: int) -> None:
+        """As a signal would: stop every instance; a second time, kill them at once."""
+
+
 IDLE_REFRESH_S = 1.0  # re-read this often even without events, so elapsed times keep ticking
 
 
@@ -40,8 +49,8 @@ class MonitorApp(App[int]):
     ENABLE_COMMAND_PALETTE = False
     # Screen classes for the stylesheet. No ClassVar: Textual declares these as
     # ``ClassVar[...] | None``, which mypy reads as instance variables.
-    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]  # noqa: RUF012
-    VERTICAL_BREAKPOINTS = [(0, "-short"), (30, "-tall")]  # noqa: RUF012
+    HORIZONTAL_BREAKPOINTS = [(0, "-very-narrow"), (70, "-narrow"), (100, "-wide")]  # noqa: RUF012
+    VERTICAL_BREAKPOINTS = [(0, "-very-short"), (24, "-short"), (30, "-tall")]  # noqa: RUF012
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding(
@@ -72,6 +81,15 @@ class MonitorApp(App[int]):
             id="monitor.quit",
             tooltip="quit (asks first while instances run)",
         ),
+        Binding(
+            "ctrl+c",
+            "interrupt",
+            "Stop all",
+            id="monitor.interrupt",
+            tooltip="stop every instance and quit; a second ctrl+c kills them at once",
+            show=False,
+            priority=True,  # in the dialogs too
+        ),
     ]
 
     run_snapshot: reactive[RunSnapshot | None] = reactive[RunSnapshot | None](None, init=False)
@@ -81,7 +99,7 @@ class MonitorApp(App[int]):
 
     def __init__(
         self,
-        control: RunControl,
+        control: MonitorControl,
         *,
         run: RunCoroutine | None = None,
         clock: Clock | None = None,
@@ -153,13 +171,17 @@ class MonitorApp(App[int]):
             self.phase = Phase.FINISHED
 
     def on_notice_received(self, message: NoticeReceived) -> None:
-        self.query_one(EventLog).add(message.notice)
+        try:
+            log = self.query_one(EventLog)
+        except NoMatches:  # the app is closing: the run's last notices have nowhere to go
+            return
+        log.add(message.notice)
 
     async def _drive(self, run: RunCoroutine) -> None:
         """Run the orchestrator inside this event loop; tell the app how it ended."""
         try:
             code = await run()
-        except Exception as error:  # close the app and hand the error back to run_tui
+        except Exception as error:  # close the app; whoever ran it reads ``run_error``
             self.post_message(RunFinished(None, error))
         else:
             self.post_message(RunFinished(code))
@@ -171,7 +193,7 @@ class MonitorApp(App[int]):
         self.sync()
         if message.error is not None:
             self.run_error = message.error
-            self.exit(None)  # the run gave no exit code; run_tui raises its error instead
+            self.exit(None)  # the run gave no exit code, only its error
         elif self._quit_requested:
             self.exit(message.exit_code)
 
@@ -196,12 +218,10 @@ class MonitorApp(App[int]):
         self.sync()
 
     def action_help(self) -> None:
-        keys = [
-            (self.get_key_display(b), b.tooltip or b.description)
-            for b in self.BINDINGS
-            if isinstance(b, Binding)
-        ]
-        keys.insert(-1, ("↑ ↓", "select an instance in the table"))
+        bindings = [b for b in self.BINDINGS if isinstance(b, Binding)]
+        keys = [(self.get_key_display(b), b.tooltip or b.description) for b in bindings]
+        after_stop = 1 + next(i for i, b in enumerate(bindings) if b.action == "stop_selected")
+        keys.insert(after_stop, ("↑ ↓", "select an instance in the table"))
         self.push_screen(HelpScreen(keys))
 
     async def action_quit(self) -> None:
@@ -221,6 +241,32 @@ class MonitorApp(App[int]):
             return
         self.push_screen(ConfirmQuit(len(snapshot.running)), self._quit_answered)
 
+    def action_interrupt(self) -> None:
+        self.interrupt(signal.SIGINT)
+
+    def interrupt(self, signum: int) -> None:
+        """Ctrl-C (the key, or SIGINT/SIGTERM): the same as headless. The run stops every
+        instance (SIGTERM, SIGKILL after the grace) and the app closes with its exit code;
+        a second one has the run kill them at once. Once the run is over, it just closes."""
+        if self._run_done:
+            self.exit(self.exit_code)
+            return
+        self.control.interrupt(signum)  # at once, whatever the app is doing
+        self._quit_requested = True
+        self.call_later(self._show_stopping)  # in turn: a signal may come before the mount
+
+    def _show_stopping(self) -> None:
+        if self._run_done:
+            return
+        if self.phase is Phase.LIVE:
+            self.notify("stopping every instance; Ctrl-C again kills them at once")
+        if isinstance(self.screen, ConfirmQuit):
+            self.screen.dismiss(False)  # the question is answered
+        self.phase = Phase.STOPPING
+        self.sync()
+        if self._run is None:
+            self.exit(None)  # nothing to wait for: a bare control has no exit code to give
+
     def _quit_answered(self, confirmed: bool | None) -> None:
         if not confirmed:
             return
@@ -236,7 +282,7 @@ class MonitorApp(App[int]):
 
 
 def build_app(
-    control: RunControl,
+    control: MonitorControl,
     *,
     run: RunCoroutine | None = None,
     clock: Clock | None = None,
@@ -251,24 +297,3 @@ def build_app(
     return MonitorApp(
         control, run=run, clock=clock, animate=animate, refresh_interval=refresh_interval
     )
-
-
-class RunnableControl(RunControl, Protocol):
-    async def run(self) -> int: ...
-
-
-def run_tui(control: RunnableControl | RunControl, run: RunCoroutine | None = None) -> int:
-    """Run the monitor in this thread until the user quits; return the run's exit code.
-
-    ``run`` defaults to ``control.run``. An error raised by the run is raised again here,
-    once the terminal has been given back.
-    """
-    if run is None:
-        run = getattr(control, "run", None)
-        if run is None:
-            raise TypeError("run_tui needs a run coroutine, or a control with a run() method")
-    app = build_app(control, run=run)
-    code = app.run()
-    if app.run_error is not None:
-        raise app.run_error
-    return INTERRUPTED if code is None else code

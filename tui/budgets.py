@@ -93,6 +93,7 @@ class BudgetPanel(Vertical):
         super().__init__(id="budgets")
         self.border_title = "Budgets"
         self._rows: dict[BudgetId, BudgetRow] = {}
+        self._worst: tuple[BudgetId, BudgetLevel] | None = None
 
     def compose(self) -> ComposeResult:
         yield Label("no budgets: spend is counted, nothing is enforced", id="no-budgets")
@@ -108,8 +109,32 @@ class BudgetPanel(Vertical):
             self._rows = {(b.key, b.unit): BudgetRow(b, snapshot.burn_for(b.key)) for b in budgets}
             self.mount_all(self._rows.values())
             self.set_class(bool(budgets), "-has-budgets")
+        else:
+            for budget in budgets:
+                row = self._rows[(budget.key, budget.unit)]
+                row.budget = budget
+                row.burn = snapshot.burn_for(budget.key)
+        self._keep_the_worst_in_view(budgets)
+
+    def _keep_the_worst_in_view(self, budgets: tuple[BudgetState, ...]) -> None:
+        """Where the panel is too short for every budget (a very short terminal), the one at
+        the highest level is scrolled to the top when it changes: an exceeded budget is never
+        left below the fold. Otherwise the user's scrolling is left alone."""
+        if not budgets:
             return
-        for budget in budgets:
-            row = self._rows[(budget.key, budget.unit)]
-            row.budget = budget
-            row.burn = snapshot.burn_for(budget.key)
+        worst = max(budgets, key=lambda b: b.level.rank)  # the first of the highest level
+        seen = ((worst.key, worst.unit), worst.level)
+        if worst.level is BudgetLevel.OK or seen == self._worst:
+            return
+        self._worst = seen
+        self.call_after_refresh(self._scroll_to_worst)  # once the rows have their places
+
+    def on_resize(self) -> None:
+        self.call_after_refresh(self._scroll_to_worst)
+
+    def _scroll_to_worst(self) -> None:
+        row = self._rows.get(self._worst[0]) if self._worst is not None else None
+        if row is not None:
+            # To the top, not the least scroll: where it ends up must not depend on where
+            # the panel was scrolled (or how tall it was) before.
+            self.scroll_to_widget(row, animate=False, top=True)

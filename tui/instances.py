@@ -11,6 +11,7 @@ from textual import events
 from textual.reactive import reactive
 from textual.widgets import DataTable
 
+from orchestrator.cells import fit, pad
 from orchestrator.state import InstanceStatus, InstanceView, RunSnapshot
 from tui.format import clock_text, cost_cell, tokens_cell
 
@@ -21,26 +22,37 @@ class Column:
     label: str
     width: int
     numeric: bool = False
-    wide_only: bool = False
+    drop_order: int = 0  # left out first when the table is narrow: 2, then 1; 0 always shown
 
 
 COLUMNS = (
     Column("name", "Instance", 14),
-    Column("key", "Budget", 10),
+    Column("key", "Budget", 10, drop_order=1),
     Column("status", "Status", 17),
-    Column("in", "In", 6, numeric=True, wide_only=True),
-    Column("out", "Out", 6, numeric=True, wide_only=True),
-    Column("cache_w", "Cache w", 7, numeric=True, wide_only=True),
-    Column("cache_r", "Cache r", 7, numeric=True, wide_only=True),
+    Column("in", "In", 6, numeric=True, drop_order=2),
+    Column("out", "Out", 6, numeric=True, drop_order=2),
+    Column("cache_w", "Cache w", 7, numeric=True, drop_order=2),
+    Column("cache_r", "Cache r", 7, numeric=True, drop_order=2),
     Column("total", "Total", 7, numeric=True),
     Column("cost", "Cost", 9, numeric=True),
-    Column("time", "Time", 5, numeric=True),
+    Column("time", "Time", 5, numeric=True, drop_order=1),
 )
 NUMBERS = tuple(c.key for c in COLUMNS if c.numeric)
 CELL_PADDING = 1
-# Narrower than this (all columns, their padding, border and scrollbar), the token
-# breakdown columns are left out rather than scrolled off to the side.
-WIDE_NEEDS = sum(c.width + 2 * CELL_PADDING for c in COLUMNS) + 4
+FRAME = 4  # the border and a vertical scrollbar
+
+
+def columns_for(width: int) -> tuple[Column, ...]:
+    """The most columns that fit in ``width`` cells without scrolling sideways: the token
+    breakdown goes first, then the budget key and the time; name, status, total and cost
+    always stay (the narrowest set, 55 cells and the frame, fits a 60-column terminal)."""
+    for dropped in (3, 2, 1):
+        columns = tuple(c for c in COLUMNS if c.drop_order < dropped)
+        if sum(c.width + 2 * CELL_PADDING for c in columns) + FRAME <= width:
+            return columns
+    return columns
+
+
 NOT_STARTED = frozenset({InstanceStatus.PENDING, InstanceStatus.BLOCKED})
 
 
@@ -69,7 +81,7 @@ class InstanceTable(DataTable[Text]):
     }
 
     run_snapshot: reactive[RunSnapshot | None] = reactive[RunSnapshot | None](None)
-    compact: reactive[bool] = reactive(False, init=False)
+    columns_shown: reactive[tuple[Column, ...]] = reactive(COLUMNS, init=False)
 
     def __init__(self) -> None:
         super().__init__(
@@ -84,9 +96,9 @@ class InstanceTable(DataTable[Text]):
         self._show(self.run_snapshot)
 
     def on_resize(self, event: events.Resize) -> None:
-        self.compact = event.size.width < WIDE_NEEDS
+        self.columns_shown = columns_for(event.size.width)
 
-    def watch_compact(self) -> None:
+    def watch_columns_shown(self) -> None:
         cursor = self.cursor_row
         self._set_columns()
         self._show(self.run_snapshot)
@@ -103,7 +115,7 @@ class InstanceTable(DataTable[Text]):
         return row_key.value
 
     def _set_columns(self) -> None:
-        columns = tuple(c for c in COLUMNS if not (self.compact and c.wide_only))
+        columns = self.columns_shown
         if columns == self._columns:
             return
         self.clear(columns=True)
@@ -141,7 +153,7 @@ class InstanceTable(DataTable[Text]):
 
 def _aligned(text: str, column: Column) -> str:
     # DataTable cells do not honour Text.justify, so numbers are padded to the right edge;
-    # long names end in an ellipsis rather than being cut silently.
-    if len(text) > column.width:
-        return text[: column.width - 1] + "…"
-    return text.rjust(column.width) if column.numeric else text
+    # long names end in an ellipsis rather than being cut silently. Both by display width:
+    # a CJK or emoji name takes two cells a character.
+    text = fit(text, column.width)
+    return pad(text, column.width, right=True) if column.numeric else text

@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Label
 
@@ -75,7 +75,8 @@ class HelpScreen(ModalScreen[None]):
         self._keys = tuple(keys)
 
     def compose(self) -> ComposeResult:
-        with Vertical(id="help-dialog", classes="dialog"):
+        # Scrolls (arrow keys, it has the focus) where the terminal is too short for it.
+        with VerticalScroll(id="help-dialog", classes="dialog"):
             yield Label("Keys", classes="dialog-title")
             for key, text in self._keys:
                 yield self._entry(key, text)

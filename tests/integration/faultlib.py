@@ -281,7 +281,8 @@ class InTerminal:
     """The orchestrator on a pseudo-terminal of its own, as if started in a terminal window.
 
     ``main`` is the Python code the child runs (``ORCHESTRATOR`` does the plain command); the
-    screen it draws is read and thrown away, or the child would block on a full terminal.
+    screen it draws is read as it comes (kept in ``output``), or the child would block on a
+    full terminal.
     """
 
     def __init__(self, args: Sequence[str], folder: Path, main: str = ORCHESTRATOR[2]) -> None:
@@ -297,6 +298,7 @@ class InTerminal:
                 os._exit(127)
         fcntl.ioctl(self.master, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
         self.status: int | None = None
+        self.output = bytearray()  # everything written to the terminal, escapes included
 
     def watch(self, seconds: float, until: Callable[[], bool] = lambda: False) -> None:
         """Keep reading the screen for ``seconds``, or until ``until()`` holds."""
@@ -305,7 +307,7 @@ class InTerminal:
             ready, _, _ = select.select([self.master], [], [], 0.05)
             if ready:
                 try:
-                    os.read(self.master, 65536)
+                    self.output += os.read(self.master, 65536)
                 except OSError:  # the child closed its side: nothing more to read
                     return
 

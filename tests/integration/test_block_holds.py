@@ -199,8 +199,9 @@ def test_an_unexpected_error_in_the_run_stops_every_instance_and_exits_1(
     monkeypatch.setattr(orch, "_may_launch", fails_on_the_third)
     monkeypatch.setenv("SIM_CALLS", "50")
     monkeypatch.setenv("SIM_DELAY", "0.05")
-    code = asyncio.run(asyncio.wait_for(orch.run(), 30))
-    assert code == 1
+    with pytest.raises(KeyError):  # raised once every instance has ended, for the caller
+        asyncio.run(asyncio.wait_for(orch.run(), 30))
+    assert orch.exit_code() == 1
     assert orch.run_error is not None and "KeyError" in orch.run_error
     statuses = [v.status for v in orch.snapshot().instances]
     assert statuses[:2] == ["cancelled", "cancelled"], statuses
@@ -412,3 +413,34 @@ def test_a_result_below_the_stream_never_lowers_the_budget(tmp_path: Path) -> No
     (budget,) = [b for b in result.summary["budgets"] if b["key"] == "/a"] if result.summary else []
     assert budget["used"] == 5010 and budget["level"] == "exceeded"
     assert "its result is below what it streamed" in result.stdout
+
+
+def test_an_error_building_one_instances_argv_fails_that_instance_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    import orchestrator.run as run_module
+    from orchestrator.config import BudgetConfig, InstanceSpec, RunConfig
+    from orchestrator.run import Orchestrator
+
+    fake = fake_claude(tmp_path)
+    real = run_module.instance_argv
+
+    def broken_for_b(config: RunConfig, spec: InstanceSpec) -> list[str]:
+        if spec.name == "b":
+            raise RuntimeError("no argv for b")
+        return real(config, spec)
+
+    monkeypatch.setattr(run_module, "instance_argv", broken_for_b)
+    run = RunConfig(
+        instances=(InstanceSpec("a", "/a", "/a"), InstanceSpec("b", "/b", "/b")),
+        budgets=BudgetConfig(),
+        claude_cmd=(str(fake.path),),
+    )
+    orch = Orchestrator(run)
+    assert asyncio.run(asyncio.wait_for(orch.run(), 30)) == 1
+    views = {v.name: v for v in orch.snapshot().instances}
+    assert views["a"].status == "succeeded"
+    assert views["b"].status == "failed"
+    assert views["b"].error == f"cannot start {fake.path}: RuntimeError: no argv for b"

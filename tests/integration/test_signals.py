@@ -3,10 +3,25 @@ Every child must be gone afterwards (checked by the pids the fake claude recorde
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from faultlib import (
+    ORCHESTRATOR,
+    FakeClaude,
+    InTerminal,
+    fake_claude,
+    process_gone,
+    read_summary,
+    summary_path,
+    write_config,
+)
 from harness import MakeFakeClaude, Runner, Sim, instance
 
 SLOW = Sim(calls=50, delay=0.02, deltas=1)  # runs for about 10 s unless stopped
@@ -69,3 +84,207 @@ def test_timeout_stops_a_hanging_instance(runner: Runner) -> None:
     assert 0.5 <= hangs["duration_s"] < 5
     assert result.instance("quick")["status"] == "succeeded"  # the limit is per instance
     runner.claude.assert_no_process_left()
+
+
+# -- Ctrl-C under --tui: the same as headless (in a real terminal, with the simulator) -------
+
+
+def tui_in_terminal(
+    tmp_path: Path, prelude: Sequence[str] = (), main: str = ORCHESTRATOR[2]
+) -> tuple[InTerminal, FakeClaude, str]:
+    """``orchestrator --tui`` in a terminal of its own, running two instances that print one
+    call and hang; their prompts carry a marker unique to this test, for ``pgrep``."""
+    marker = f"marker-{uuid.uuid4().hex}"
+    claude = fake_claude(tmp_path, prelude=prelude)
+    hang = ["--sim-fail=hang", "--sim-calls=2"]
+    instances = [{"name": n, "command": f"/{n} {marker}", "claude_args": hang} for n in "ab"]
+    config = write_config(tmp_path, instances)
+    args = ["--tui", "--config", str(config), "--claude-bin", str(claude.path)]
+    args += ["--summary-json", str(summary_path(tmp_path))]
+    return InTerminal(args, tmp_path, main), claude, marker
+
+
+def processes_with(marker: str) -> list[str]:
+    found = subprocess.run(["pgrep", "-af", marker], capture_output=True, text=True, check=False)
+    return found.stdout.splitlines()
+
+
+def started(terminal: InTerminal, claude: FakeClaude) -> list[int]:
+    """Both instances run and the monitor is on the screen."""
+    terminal.watch(20, until=lambda: len(claude.pids()) == 2)
+    pids = claude.wait_for_pids(2, timeout=0)
+    terminal.watch(1.0)
+    return pids
+
+
+def after_the_monitor(terminal: InTerminal) -> str:
+    """What the terminal shows once the monitor gave it back (left the alternate screen)."""
+    closed = terminal.output.rfind(b"\x1b[?1049l")
+    assert closed >= 0, "the monitor never closed its screen"
+    return terminal.output[closed:].decode(errors="replace").replace("\r\n", "\n")
+
+
+@pytest.mark.parametrize("how", ["key", "SIGINT"])
+def test_ctrl_c_under_tui_stops_every_instance_and_exits_130(tmp_path: Path, how: str) -> None:
+    terminal, claude, marker = tui_in_terminal(tmp_path)
+    try:
+        started(terminal, claude)
+        assert len(processes_with(marker)) == 2
+        if how == "key":
+            os.write(terminal.master, b"\x03")  # Ctrl-C typed in the monitor
+        else:
+            os.kill(terminal.pid, signal.SIGINT)
+        code = terminal.exit_code(timeout=10)
+    finally:
+        terminal.close()
+
+    assert code == 130
+    assert processes_with(marker) == []
+    summary = read_summary(tmp_path)
+    assert summary is not None and summary["exit_code"] == 130
+    for inst in summary["instances"]:
+        assert inst["status"] == "cancelled" and inst["error"] == "interrupted by SIGINT"
+        assert inst["exit_code"] == -signal.SIGTERM  # stopped gracefully, not killed
+    shown = after_the_monitor(terminal)
+    assert "Summary" in shown and "Exit status 130: interrupted" in shown
+    assert "Traceback" not in shown
+
+
+def test_a_second_ctrl_c_under_tui_kills_at_once(tmp_path: Path) -> None:
+    terminal, claude, marker = tui_in_terminal(tmp_path, prelude=["trap '' TERM"])
+    try:
+        pids = started(terminal, claude)
+        first = time.monotonic()
+        os.write(terminal.master, b"\x03")
+        terminal.watch(0.5)
+        assert not any(process_gone(pid) for pid in pids)  # they ignore SIGTERM: still there
+        os.write(terminal.master, b"\x03")
+        code = terminal.exit_code(timeout=10)
+        ended = time.monotonic()
+    finally:
+        terminal.close()
+
+    assert ended - first < 2.5  # killed before the 3 s grace of the first Ctrl-C ran out
+    assert code == 130
+    assert processes_with(marker) == []
+    summary = read_summary(tmp_path)
+    assert summary is not None and summary["exit_code"] == 130
+    assert [i["exit_code"] for i in summary["instances"]] == [-signal.SIGKILL] * 2
+
+
+_BROKEN_RUN = """
+import orchestrator.run
+from orchestrator.cli import entry_point
+
+real_may_launch = orchestrator.run.Orchestrator._may_launch
+decisions = []
+
+def second_decision_fails(self, inst):
+    decisions.append(inst.name)
+    if len(decisions) == 2:
+        raise RuntimeError("simulated bug in the run")
+    return real_may_launch(self, inst)
+
+orchestrator.run.Orchestrator._may_launch = second_decision_fails
+entry_point()
+"""
+
+
+def test_an_error_in_the_run_under_tui_is_shown_after_the_monitor_closes(tmp_path: Path) -> None:
+    terminal, claude, marker = tui_in_terminal(tmp_path, main=_BROKEN_RUN)
+    try:
+        code = terminal.exit_code(timeout=20)
+    finally:
+        terminal.close()
+
+    assert code == 1
+    assert processes_with(marker) == []  # the instance that did start was stopped
+    assert len(claude.pids()) == 1
+    shown = after_the_monitor(terminal)
+    assert "Traceback (most recent call last)" in shown
+    assert (
+        "orchestrator: error: the run failed, a bug in the orchestrator "
+        "(RuntimeError: simulated bug in the run); every instance was stopped"
+    ) in shown
+    assert "Exit status 1: the run failed (a bug in the orchestrator, see the error above)" in shown
+    summary = read_summary(tmp_path)
+    assert summary is not None and summary["exit_code"] == 1
+    statuses = {i["name"]: i["status"] for i in summary["instances"]}
+    assert statuses == {"a": "cancelled", "b": "cancelled"}
+
+
+_STDERR_TO_A_FILE = """
+import os, sys
+fd = os.open(sys.argv.pop(1), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+os.dup2(fd, 2)
+from orchestrator.cli import entry_point
+entry_point()
+"""
+
+
+def test_tui_with_stderr_not_a_terminal_runs_headless_and_says_why(tmp_path: Path) -> None:
+    # `orchestrator --tui 2>err.log` in a terminal: Textual would draw into the file.
+    claude = fake_claude(tmp_path)
+    config = write_config(tmp_path, [{"name": "a", "command": "/a", "claude_args": []}])
+    err = tmp_path / "err.log"
+    args = [str(err), "--tui", "--config", str(config), "--claude-bin", str(claude.path)]
+    terminal = InTerminal(args, tmp_path, _STDERR_TO_A_FILE)
+    try:
+        code = terminal.exit_code(timeout=20)
+    finally:
+        terminal.close()
+
+    assert code == 0
+    shown = terminal.output.decode(errors="replace")
+    assert shown.count("--tui needs a terminal on stdout and stderr") == 1
+    assert (
+        "orchestrator: --tui needs a terminal on stdout and stderr (stderr is not one); "
+        "running headless"
+    ) in shown
+    assert "LAUNCH" in shown and "Exit status 0" in shown  # the headless log, on the terminal
+    assert "\x1b[?1049h" not in shown  # no alternate screen: no monitor
+    assert err.read_text() == ""  # and nothing of it in the file
+
+
+@pytest.mark.parametrize("how", ["close the terminal", "SIGHUP"])
+def test_a_hangup_once_the_run_is_over_closes_the_monitor_with_the_runs_status(
+    tmp_path: Path, how: str
+) -> None:
+    # The run ended (exit 0) and the monitor stays on the screen for the user to read, until
+    # the terminal goes away: then it must close, with the run's status, not spin for ever.
+    claude = fake_claude(tmp_path)
+    config = write_config(tmp_path, [{"name": "a", "command": "/a", "claude_args": []}])
+    args = ["--tui", "--config", str(config), "--claude-bin", str(claude.path)]
+    terminal = InTerminal([*args, "--summary-json", str(summary_path(tmp_path))], tmp_path)
+    try:
+        terminal.watch(20, until=lambda: b"FINISHED exit 0" in terminal.output)
+        assert b"FINISHED exit 0" in terminal.output
+        if how == "SIGHUP":
+            os.kill(terminal.pid, signal.SIGHUP)
+            terminal.watch(2)
+        terminal.hang_up()
+        code = terminal.exit_code(timeout=10)
+    finally:
+        terminal.close()
+
+    assert code == 0
+    summary = read_summary(tmp_path)
+    assert summary is not None and summary["exit_code"] == 0
+    assert summary["instances"][0]["status"] == "succeeded"
+
+
+def test_ctrl_c_outside_the_run_is_one_line_and_130(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Before the run's handlers are in place (imports, config) or after (the summary), a
+    # Ctrl-C is Python's KeyboardInterrupt: no traceback for it either.
+    import orchestrator.cli
+
+    def interrupted(argv: object = None) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(orchestrator.cli, "main", interrupted)
+    with pytest.raises(SystemExit) as exit_:
+        orchestrator.cli.entry_point()
+    assert exit_.value.code == 130
+    assert capsys.readouterr().err == "orchestrator: interrupted\n"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import signal
 from collections.abc import Callable, Iterable
 
 from budget_core import OVERALL, BudgetManager, LevelCrossed, Mode, TokenUsage, format_percent
@@ -90,12 +91,14 @@ class ScriptedRun:
 
     def stop_all(self) -> None:
         self.calls.append(("stop_all",))
-        self.interrupted = True
-        for view in list(self._instances.values()):
-            if not view.status.is_done:
-                self._set(view.name, status=S.CANCELLED, pid=None)
-                self._notice(NoticeKind.STOP, f"{view.name} stopped (quit)")
-        self.end()
+        self._stop_everything("quit")
+
+    def interrupt(self, signum: int) -> None:
+        """As the orchestrator: the first stops everything (and ends the run), later ones
+        only kill."""
+        self.calls.append(("interrupt", signal.Signals(signum).name))
+        if not self.interrupted:
+            self._stop_everything(signal.Signals(signum).name)
 
     def stop_instance(self, name: str) -> None:
         self.calls.append(("stop_instance", name))
@@ -187,6 +190,14 @@ class ScriptedRun:
         self._emit(StateChanged())
 
     # -- inside ------------------------------------------------------------------------------
+
+    def _stop_everything(self, why: str) -> None:
+        self.interrupted = True
+        for view in list(self._instances.values()):
+            if not view.status.is_done:
+                self._set(view.name, status=S.CANCELLED, pid=None)
+                self._notice(NoticeKind.STOP, f"{view.name} stopped ({why})")
+        self.end()
 
     def _set(self, name: str, **changes: object) -> None:
         self._instances[name] = dataclasses.replace(self._instances[name], **changes)  # type: ignore[arg-type]

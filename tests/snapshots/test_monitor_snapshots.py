@@ -1,4 +1,4 @@
-"""Screenshots of the monitor at 120x35 and 80x24, driven by the scripted run.
+"""Screenshots of the monitor at 120x35, 80x24 and 60x15, driven by the scripted run.
 
 Regenerate with ``pytest tests/snapshots --snapshot-update`` and look at every image before
 accepting it.
@@ -17,7 +17,9 @@ from orchestrator.state import InstanceStatus
 from tests.snapshots.scripted import ScriptedRun, demo_run, exceeded_in_warn, mid_run
 from tui.app import MonitorApp, build_app
 
-SIZES = pytest.mark.parametrize("size", [(120, 35), (80, 24)], ids=["120x35", "80x24"])
+SIZES = pytest.mark.parametrize(
+    "size", [(120, 35), (80, 24), (60, 15)], ids=["120x35", "80x24", "60x15"]
+)
 Step = Callable[[ScriptedRun], None]
 Before = Callable[[Pilot[Any]], Awaitable[None]]
 

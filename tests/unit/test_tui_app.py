@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 from textual.color import Color
 from textual.widgets import Label, ProgressBar
@@ -10,9 +12,9 @@ from budget_core import OVERALL, TokenUsage
 from orchestrator.state import InstanceStatus, StateChanged
 from tests.snapshots.scripted import ScriptedRun, demo_run, exceeded_in_warn, mid_run
 from tui.app import MonitorApp, build_app
-from tui.budgets import BudgetRow
+from tui.budgets import BudgetPanel, BudgetRow
 from tui.eventlog import EventLog
-from tui.header import EnforcementBanner, ModeBadge, Phase, PhaseBadge
+from tui.header import EnforcementBanner, ModeBadge, Phase, PhaseBadge, StatusLine
 from tui.instances import InstanceTable
 from tui.screens import ConfirmQuit, HelpScreen
 
@@ -135,6 +137,58 @@ async def test_a_run_that_raises_closes_the_app_and_keeps_the_error() -> None:
     assert app.return_value is None  # no exit code from a run that raised
 
 
+async def test_ctrl_c_interrupts_the_run_and_closes_with_its_exit_code() -> None:
+    run = demo_run()
+    app = make(run, with_run=True)
+    async with app.run_test(size=SIZE) as pilot:
+        mid_run(run)
+        await pilot.press("ctrl+c")  # not Textual's "press ctrl+q to quit" notice
+        for _ in range(5):
+            await pilot.pause()
+    assert run.calls == [("interrupt", "SIGINT")]
+    assert app.return_value == 130
+
+
+async def test_ctrl_c_in_the_quit_dialog_interrupts_too() -> None:
+    run = demo_run()
+    app = make(run, with_run=True)
+    async with app.run_test(size=SIZE) as pilot:
+        mid_run(run)
+        await pilot.press("q")
+        assert isinstance(app.screen, ConfirmQuit)
+        await pilot.press("ctrl+c")
+        for _ in range(5):
+            await pilot.pause()
+    assert run.calls == [("interrupt", "SIGINT")]
+    assert app.return_value == 130
+
+
+async def test_a_signal_before_the_monitor_is_up_still_interrupts() -> None:
+    run = demo_run()
+    app = make(run, with_run=True)
+    app.interrupt(signal.SIGTERM)  # as the command's signal handler would, at any time
+    async with app.run_test(size=SIZE) as pilot:
+        for _ in range(5):
+            await pilot.pause()
+    assert run.calls == [("interrupt", "SIGTERM")]
+    assert app.return_value == 130
+
+
+async def test_ctrl_c_after_the_run_ended_just_closes_with_the_runs_code() -> None:
+    run = demo_run()
+    app = make(run, with_run=True)
+    async with app.run_test(size=SIZE) as pilot:
+        run.launch("test-unit")
+        run.finish("test-unit", InstanceStatus.FAILED, "exit code 1")
+        run.end()
+        await pilot.pause()
+        await pilot.pause()
+        await pilot.press("ctrl+c")
+        await pilot.pause()
+    assert app.return_value == 1
+    assert not any(call[0] == "interrupt" for call in run.calls)
+
+
 async def test_question_mark_opens_the_help_and_escape_closes_it() -> None:
     app = make(demo_run())
     async with app.run_test(size=SIZE) as pilot:
@@ -143,6 +197,18 @@ async def test_question_mark_opens_the_help_and_escape_closes_it() -> None:
         shown = " ".join(text_of(label) for label in app.screen.query(".help-text").results(Label))
         assert "flip enforcement between WARN and BLOCK" in shown
         assert "quit" in shown
+        await pilot.press("escape")
+        assert not isinstance(app.screen, HelpScreen)
+
+
+async def test_the_help_scrolls_where_the_terminal_is_too_short_for_it() -> None:
+    app = make(demo_run())
+    async with app.run_test(size=(60, 15)) as pilot:
+        await pilot.press("question_mark")
+        dialog = app.screen.query_one("#help-dialog")
+        assert dialog.max_scroll_y > 0  # more than fits
+        await pilot.press(*["down"] * 30)
+        assert dialog.scroll_y == dialog.max_scroll_y  # and all of it can be read
         await pilot.press("escape")
         assert not isinstance(app.screen, HelpScreen)
 
@@ -231,17 +297,53 @@ async def test_an_exceeded_bar_is_red_not_green(bar_class: str) -> None:
         assert rows[(OVERALL, "tokens")].has_class("-ok")
 
 
+ALL = ("name", "key", "status", "in", "out", "cache_w", "cache_r", "total", "cost", "time")
+NO_BREAKDOWN = ("name", "key", "status", "total", "cost", "time")
+ESSENTIAL = ("name", "status", "total", "cost")
+
+
 @pytest.mark.parametrize(
-    ("width", "compact"), [(80, True), (111, True), (112, False), (160, False)]
+    ("width", "columns"),
+    [(60, ESSENTIAL), (66, ESSENTIAL), (80, NO_BREAKDOWN), (111, NO_BREAKDOWN), (112, ALL)],
 )
-async def test_narrow_tables_leave_out_the_token_breakdown(width: int, compact: bool) -> None:
-    app = make(demo_run())
+async def test_narrow_tables_leave_out_columns_rather_than_scroll(
+    width: int, columns: tuple[str, ...]
+) -> None:
+    run = demo_run()
+    app = make(run)
     async with app.run_test(size=(width, 30)) as pilot:
+        mid_run(run)
         await pilot.pause()
         table = app.query_one(InstanceTable)
-        assert table.compact is compact
-        assert ("cache_r" in {c.value for c in table.columns}) is not compact
+        assert tuple(c.value for c in table.columns) == columns
         assert table.virtual_size.width <= table.scrollable_content_region.width
+
+
+@pytest.mark.parametrize("size", [(60, 15), (80, 24), (120, 35)], ids=str)
+async def test_the_header_every_instance_row_and_the_worst_budget_are_on_screen(
+    size: tuple[int, int],
+) -> None:
+    run = demo_run()
+    app = make(run)
+    async with app.run_test(size=size) as pilot:
+        exceeded_in_warn(run)
+        await pilot.pause()
+        app.sync()
+        await pilot.pause()
+        await pilot.pause()
+        screen = app.screen.region
+        header = app.query_one(StatusLine)
+        assert header.region.y == 0 and header.region.height == 1
+        assert "WARN" in text_of(app.query_one(ModeBadge))
+        assert screen.contains_region(app.query_one("#elapsed", Label).region)
+        table = app.query_one(InstanceTable)
+        assert screen.contains_region(table.region)
+        assert table.max_scroll_y == 0  # every row shown, none scrolled out of sight
+        assert table.row_count == 6
+        assert table.scrollable_content_region.height >= 1 + table.row_count
+        exceeded = next(r for r in app.query(BudgetRow) if r.has_class("-exceeded"))
+        panel = app.query_one(BudgetPanel)
+        assert panel.scrollable_content_region.contains_region(exceeded.region)
 
 
 async def test_keys_still_work_in_a_flood_of_events() -> None:
