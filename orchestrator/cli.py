@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import shlex
@@ -25,6 +26,7 @@ from budget_core import (
     parse_limit,
 )
 from orchestrator import __version__
+from orchestrator.claude_version import Interrupted, check_version
 from orchestrator.config import (
     BudgetConfig,
     ConfigError,
@@ -231,10 +233,11 @@ def build_run(args: argparse.Namespace) -> RunConfig:
 
 
 def _dry_claude(args: argparse.Namespace) -> tuple[str, ...]:
-    """A dry run prints what would run, even where claude is not installed."""
+    """A dry run prints what would run, even where claude is not installed (and says so)."""
     try:
         return resolve_claude(args)
-    except ConfigError:
+    except ConfigError as exc:
+        print(f"orchestrator: warning: {exc}", file=sys.stderr)
         return (args.claude_bin or os.environ.get("ORCHESTRATOR_CLAUDE_BIN") or "claude",)
 
 
@@ -354,6 +357,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"orchestrator: error: {exc}", file=sys.stderr)
         return 2
+    if not args.demo and shutil.which(run.claude_cmd[0]):
+        try:
+            run = _adapt_to_claude_version(run)
+        except Interrupted as exc:
+            return 128 + exc.signum
     if args.dry_run:
         print(dry_run_text(run, manager))
         return 0
@@ -374,6 +382,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         code = _run_and_wait(_run_headless(orchestrator, reporter))
     return _finish(orchestrator, code, args, palette)
+
+
+def _adapt_to_claude_version(run: RunConfig) -> RunConfig:
+    """Ask the CLI its version once; one older than 1.0.109 runs without partial messages."""
+    check = check_version(run.claude_cmd)
+    if warning := check.warning(run.claude_cmd[-1]):
+        print(f"orchestrator: warning: {warning}", file=sys.stderr)
+    return dataclasses.replace(run, partial_messages=check.partial_messages)
 
 
 def _run_and_wait(coro: Awaitable[int]) -> int:
