@@ -27,6 +27,7 @@ from budget_core.formatting import (
 )
 from budget_core.levels import BudgetLevel, level_for
 from budget_core.pricing import ModelPrices, PriceTable, default_price_table
+from budget_core.result import UsageDiscrepancy
 from budget_core.spec import BudgetSpec, parse_budget_spec, parse_limit
 from budget_core.tracker import UsageTracker, line_may_carry_usage
 from budget_core.usage import ZERO, TokenUsage
@@ -53,6 +54,7 @@ __all__ = [
     "SpendChanged",
     "TokenUsage",
     "Unit",
+    "UsageDiscrepancy",
     "UsageTracker",
     "default_price_table",
     "format_budget_amounts",

@@ -47,12 +47,22 @@ class PriceTable:
     default: ModelPrices
 
     def lookup(self, model: str | None) -> tuple[ModelPrices, bool]:
-        """The family for ``model`` and whether it was recognised (else the default)."""
+        """The family for ``model`` and whether it was recognised (else the default).
+
+        A model matches a family when its name contains one of the family's ``match``
+        strings; the longest string that matches wins, whatever the order of the families
+        (``claude-opus-5-5`` is ``opus-5-5``'s, not ``opus-5``'s), the earlier family on a tie.
+        """
         if model:
             name = model.lower()
+            best: ModelPrices | None = None
+            longest = 0
             for family in self.families:
-                if any(part in name for part in family.match):
-                    return family, True
+                for part in family.match:
+                    if len(part) > longest and part in name:
+                        best, longest = family, len(part)
+            if best is not None:
+                return best, True
         return self.default, False
 
     @classmethod

@@ -3,17 +3,21 @@
 The counting rules are those of ``docs/stream-json.md`` (shared): one API call is one
 ``(parent_tool_use_id, message.id)``; input and cache numbers come from its first sighting;
 output comes from ``message_delta`` when partial messages are on, else from the placeholder
-on ``assistant`` lines; the ``result`` line is authoritative for the whole run.
+on ``assistant`` lines; a ``result`` line gives the CLI's own figures for the whole run, but a
+budget never goes down: of its figures and what was already counted, the larger of each kind
+is kept (``UsageTracker.discrepancy`` says when the result was the smaller).
 """
 
 from __future__ import annotations
 
 import json
-import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
-from budget_core.pricing import PriceTable, default_price_table
+from budget_core.pricing import ModelPrices, PriceTable, default_price_table
+from budget_core.result import ResultFigures, UsageDiscrepancy, larger, read_result
+from budget_core.stream_values import api_usage, count
 from budget_core.usage import ZERO, TokenUsage
 
 Line = bytes | bytearray | str
@@ -30,7 +34,17 @@ _NO_USAGE_PREFIXES_STR = (
     '{"type":"rate_limit_event",',
 )
 _NO_USAGE_PREFIXES_BYTES = tuple(p.encode() for p in _NO_USAGE_PREFIXES_STR)
+# Claude Code 2.1.332 names the call of every stream event (``api_message_id``). Written
+# right after the type, it would hide the event's type from the prefixes above; the pattern
+# accepts only an id of plain characters, so it cannot be fooled by a string's contents.
+_NAMED_EVENT_STR = '{"type":"stream_event","api_message_id":"'
+_NAMED_EVENT_BYTES = _NAMED_EVENT_STR.encode()
+_NAMED_NO_USAGE = r'"[A-Za-z0-9_-]*","event":\{"type":"(?:content_block_|message_stop")'
+_NAMED_NO_USAGE_STR = re.compile(re.escape(_NAMED_EVENT_STR[:-1]) + _NAMED_NO_USAGE)
+_NAMED_NO_USAGE_BYTES = re.compile(_NAMED_NO_USAGE_STR.pattern.encode())
 _SYNTHETIC_MODEL = "<synthetic>"
+_BUDGET_STOP = "error_max_budget_usd"
+_PER_MILLION = 1_000_000
 
 
 def line_may_carry_usage(head: bytes) -> bool:
@@ -39,73 +53,11 @@ def line_may_carry_usage(head: bytes) -> bool:
     Lets a reader drop the body of a huge tool-result or non-JSON line as it streams by.
     """
     stripped = head.lstrip()
-    return stripped[:1] == b"{" and not stripped.startswith(_NO_USAGE_PREFIXES_BYTES)
-
-
-# No API call comes near this many tokens; a larger number is corrupt output, and would
-# overflow float arithmetic (cost, budget fractions) if it were counted.
-_MAX_COUNT = 10**15
-
-
-def _count(value: object) -> int:
-    """A token count from JSON: null, missing, negative, absurdly large or not a number is 0."""
-    if isinstance(value, bool):
-        return 0
-    if isinstance(value, int):
-        return value if 0 < value <= _MAX_COUNT else 0
-    if isinstance(value, float) and math.isfinite(value) and 0 < value <= _MAX_COUNT:
-        return int(value)
-    return 0
-
-
-def _usd(value: object) -> float | None:
-    """A cost from JSON, or None unless it is a finite number >= 0."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    try:
-        usd = float(value)
-    except OverflowError:  # an integer too large for a float
-        return None
-    return usd if math.isfinite(usd) and usd >= 0 else None
-
-
-def _api_usage(raw: object) -> tuple[TokenUsage, int]:
-    """Usage from an API ``usage`` object, and how many cache writes were 1-hour ones."""
-    if not isinstance(raw, dict):
-        return ZERO, 0
-    usage = TokenUsage(
-        input=_count(raw.get("input_tokens")),
-        output=_count(raw.get("output_tokens")),
-        cache_creation=_count(raw.get("cache_creation_input_tokens")),
-        cache_read=_count(raw.get("cache_read_input_tokens")),
+    return (
+        stripped[:1] == b"{"
+        and not stripped.startswith(_NO_USAGE_PREFIXES_BYTES)
+        and not (stripped.startswith(_NAMED_EVENT_BYTES) and _NAMED_NO_USAGE_BYTES.match(stripped))
     )
-    split = raw.get("cache_creation")
-    one_hour = _count(split.get("ephemeral_1h_input_tokens")) if isinstance(split, dict) else 0
-    return usage, one_hour
-
-
-def _model_usage_total(raw: object) -> TokenUsage | None:
-    """Sum of ``result.modelUsage`` over models, or None when it is absent."""
-    if not isinstance(raw, dict):
-        return None
-    total = ZERO
-    for entry in raw.values():
-        if isinstance(entry, dict):
-            total += TokenUsage(
-                input=_count(entry.get("inputTokens")),
-                output=_count(entry.get("outputTokens")),
-                cache_creation=_count(entry.get("cacheCreationInputTokens")),
-                cache_read=_count(entry.get("cacheReadInputTokens")),
-            )
-    return total
-
-
-def _model_usage_cost(raw: object) -> float | None:
-    if not isinstance(raw, dict):
-        return None
-    costs = [_usd(e.get("costUSD")) for e in raw.values() if isinstance(e, dict)]
-    numbers = [c for c in costs if c is not None]
-    return sum(numbers) if numbers else None
 
 
 def _lane(value: object) -> _Lane:
@@ -122,29 +74,56 @@ class _Call:
     cost: float
 
 
+@dataclass(frozen=True, slots=True)
+class _Settled:
+    """What the latest result line left counted, and the live figures at that moment: the
+    tokens and cost the stream shows after it are added on top."""
+
+    usage: TokenUsage
+    cost: float
+    cost_is_estimate: bool
+    live: TokenUsage
+    live_cost: float
+
+
 class UsageTracker:
     """Live, then final, token usage of one Claude Code process.
 
     Feed it every stdout line in order. ``feed_line`` returns the change in ``usage`` that
-    the line caused, so whoever charges budgets charges every token exactly once.
+    the line caused, so whoever charges budgets charges every token exactly once; no kind of
+    it is ever negative, and ``cost_usd`` never goes down either.
+
+    A process may print several result lines (Claude Code 2.1.332 runs queued turns after a
+    first result; ``result_index`` numbers them). Their ``modelUsage`` and ``total_cost_usd``
+    are taken as cumulative for the process: the notes report ``total_cost_usd`` cumulative
+    per session, and the same lines carry ``model_usage_since_last_result`` beside
+    ``modelUsage``, which would be pointless if ``modelUsage`` were per result. Calls streamed
+    after a result are counted live on top of it; at the next result the larger of its
+    figures and the running count is kept, per kind, so nothing is counted twice. Taking the
+    larger is also safe if a result's figures were per result after all: nothing goes down and
+    the live count covers the turn. ``begun_message_ids`` and ``queued_turn_count`` are not
+    needed for that: a call begun before a result and finished after it was counted live at
+    its ``message_start`` and grows by its own ``message_delta``.
     """
 
     def __init__(self, prices: PriceTable | None = None) -> None:
         self._prices = prices if prices is not None else default_price_table()
+        self._price_of: dict[str | None, tuple[ModelPrices, bool]] = {}
         self._calls: dict[_CallKey, _Call] = {}
         self._latest_in_lane: dict[_Lane, _CallKey | None] = {}
         self._anonymous_calls = 0
         self._live = ZERO
         self._live_cost = 0.0
-        self._final: TokenUsage | None = None
-        self._final_cost: float | None = None
-        self._final_cost_is_estimate = True
+        self._settled: _Settled | None = None
+        self._cli_cost: float | None = None
+        self._discrepancy: UsageDiscrepancy | None = None
         self._is_error = False
         self._unknown_models: set[str] = set()
         self.model: str | None = None
         self.session_id: str | None = None
         self.error_text: str | None = None
         self.result_subtype: str | None = None
+        self.results_seen = 0
         self.lines_seen = 0
         self.skipped_lines = 0
 
@@ -152,8 +131,14 @@ class UsageTracker:
 
     @property
     def usage(self) -> TokenUsage:
-        """The CLI's final figures after a result line; live counts before."""
-        return self._final if self._final is not None else self._live
+        """Live counts before a result line; after one, its figures (or the larger count of
+        each kind) plus what the stream showed since."""
+        settled = self._settled
+        if settled is None:
+            return self._live
+        if self._live is settled.live:
+            return settled.usage
+        return settled.usage + (self._live - settled.live)
 
     @property
     def live_usage(self) -> TokenUsage:
@@ -162,19 +147,47 @@ class UsageTracker:
 
     @property
     def is_final(self) -> bool:
-        return self._final is not None
+        """A result line was seen."""
+        return self._settled is not None
 
     @property
     def is_error(self) -> bool:
         return self._is_error
 
     @property
+    def stopped_by_cli_budget(self) -> bool:
+        """The latest result is the CLI's own ``--max-budget-usd`` stop."""
+        return self.result_subtype == _BUDGET_STOP
+
+    @property
+    def discrepancy(self) -> UsageDiscrepancy | None:
+        """The latest result line that reported less than the stream had shown, if any
+        (a later result that agrees does not clear it: what was kept is still kept)."""
+        return self._discrepancy
+
+    @property
     def cost_usd(self) -> float:
-        return self._final_cost if self._final_cost is not None else self._live_cost
+        settled = self._settled
+        if settled is None:
+            return self._live_cost
+        return settled.cost + (self._live_cost - settled.live_cost)
+
+    @property
+    def cli_cost_usd(self) -> float | None:
+        """The CLI's own cost at the latest result line (``total_cost_usd``, else the sum of
+        ``costUSD``); ``cost_usd`` is never below it, but may be above (see ``discrepancy``)."""
+        return self._cli_cost
 
     @property
     def cost_is_estimate(self) -> bool:
-        return self._final_cost is None or self._final_cost_is_estimate
+        """Whether any of ``cost_usd`` is from the price table rather than the CLI."""
+        settled = self._settled
+        return (
+            settled is None
+            or settled.cost_is_estimate
+            or self._live_cost != settled.live_cost
+            or self._live != settled.live
+        )
 
     @property
     def unknown_models(self) -> frozenset[str]:
@@ -184,7 +197,7 @@ class UsageTracker:
     # -- feeding -------------------------------------------------------------------------
 
     def feed_line(self, line: Line) -> TokenUsage:
-        """Apply one stdout line; return how much ``usage`` changed (often zero)."""
+        """Apply one stdout line; return how much ``usage`` changed (often zero, never less)."""
         self.lines_seen += 1
         before = self.usage
         data = self._parse(line)
@@ -203,9 +216,13 @@ class UsageTracker:
 
     def _parse(self, line: Line) -> dict[str, Any] | None:
         if isinstance(line, str):
-            if line.startswith(_NO_USAGE_PREFIXES_STR):
+            if line.startswith(_NO_USAGE_PREFIXES_STR) or (
+                line.startswith(_NAMED_EVENT_STR) and _NAMED_NO_USAGE_STR.match(line)
+            ):
                 return None
-        elif line.startswith(_NO_USAGE_PREFIXES_BYTES):
+        elif line.startswith(_NO_USAGE_PREFIXES_BYTES) or (
+            line.startswith(_NAMED_EVENT_BYTES) and _NAMED_NO_USAGE_BYTES.match(line)
+        ):
             return None
         if line[:1] not in ("{", b"{"):
             line = line.strip()
@@ -239,73 +256,136 @@ class UsageTracker:
     def _on_assistant(self, data: dict[str, Any]) -> None:
         message = data.get("message")
         if isinstance(message, dict):
-            self._sight(_lane(data.get("parent_tool_use_id")), message)
+            self._sight(_lane(data.get("parent_tool_use_id")), message, None)
 
     def _on_stream_event(self, data: dict[str, Any]) -> None:
         event = data.get("event")
         if not isinstance(event, dict):
             return
         lane = _lane(data.get("parent_tool_use_id"))
+        named = data.get("api_message_id")
+        named = named if isinstance(named, str) else None
         kind = event.get("type")
         if kind == "message_start":
             message = event.get("message")
             # A later message_delta belongs to this message, even one that is not counted
             # (<synthetic>): it must never fall back to the lane's previous call.
             self._latest_in_lane[lane] = (
-                self._sight(lane, message) if isinstance(message, dict) else None
+                self._sight(lane, message, named) if isinstance(message, dict) else None
             )
         elif kind == "message_delta":
-            # message_delta has no message id: it belongs to the lane's latest message_start.
-            key = self._latest_in_lane.get(lane)
+            # A named delta belongs to the call it names (several may be in flight in one
+            # lane); an unnamed one to the lane's latest message_start. A delta for a call
+            # never seen is not guessed at.
+            key = (lane, named) if named is not None else self._latest_in_lane.get(lane)
             usage = event.get("usage")
             if (
                 key is not None
                 and isinstance(usage, dict)
                 and usage.get("output_tokens") is not None
             ):
-                self._set_exact_output(key, _count(usage["output_tokens"]))
+                self._set_exact_output(key, count(usage["output_tokens"]))
 
     def _on_result(self, data: dict[str, Any]) -> None:
         subtype = data.get("subtype")
         self.result_subtype = subtype if isinstance(subtype, str) else None
+        self.results_seen += 1
         self._is_error = data.get("is_error") is True or (
             subtype is not None and subtype != "success"
         )
-        if self._is_error:
-            text = data.get("result")
-            self.error_text = text if isinstance(text, str) and text else f"result: {subtype}"
-        model_usage = _model_usage_total(data.get("modelUsage"))
-        plain_usage, _ = _api_usage(data.get("usage"))
-        if model_usage:
-            final = model_usage
-        elif isinstance(data.get("usage"), dict):
-            final = plain_usage
-        elif model_usage is not None:
-            final = model_usage
-        else:
-            final = self._live  # the result carries no figures: nothing better to end on
-        self._final = final
-        total_cost = _usd(data.get("total_cost_usd"))
-        if total_cost is not None:
-            self._final_cost, self._final_cost_is_estimate = total_cost, False
-            return
-        per_model = _model_usage_cost(data.get("modelUsage"))
-        if per_model is not None:
-            self._final_cost, self._final_cost_is_estimate = per_model, False
-        else:
-            self._final_cost = self._estimate(self.model, final, 0)
-            self._final_cost_is_estimate = True
+        text = data.get("result")
+        self.error_text = (
+            (text if isinstance(text, str) and text else f"result: {subtype}")
+            if self._is_error
+            else None
+        )
+        figures = read_result(data)
+        counted, counted_cost = self.usage, self.cost_usd
+        reported = figures.usage if figures.usage is not None else counted
+        cost, from_cli = self._result_cost(figures, counted, counted_cost)
+        self._cli_cost = cost if from_cli else None
+        check = UsageDiscrepancy(counted, reported, counted_cost, cost if from_cli else None)
+        if check.found:
+            self._discrepancy = check
+        self._settled = _Settled(
+            usage=larger(counted, reported),
+            cost=max(cost, counted_cost),
+            cost_is_estimate=not from_cli or check.cost_kept_from_stream,
+            live=self._live,
+            live_cost=self._live_cost,
+        )
+
+    def _result_cost(
+        self, figures: ResultFigures, counted: TokenUsage, counted_cost: float
+    ) -> tuple[float, bool]:
+        """The run's cost by a result line, and whether it is the CLI's own figure.
+
+        ``total_cost_usd``, else each model's ``costUSD``. Without them, the estimate is
+        priced per call and model, as the live one was: each ``modelUsage`` entry at its own
+        model's rates (a model without ``costUSD`` among some with it too). With only
+        ``usage``, the live estimate is kept, plus the tokens the result reports beyond the
+        count, priced at the average rate of that kind over the calls counted (each at its
+        own model: mostly output the placeholders missed), or at the init model's rate for a
+        kind no call had. The caller never lets it fall below the live estimate.
+        """
+        if figures.total_cost_usd is not None:
+            return figures.total_cost_usd, True
+        models = figures.models
+        if models:
+            cost = sum(
+                m.cost_usd
+                if m.cost_usd is not None
+                else self._estimate(m.model, m.usage, m.cache_write_1h)
+                for m in models
+            )
+            reported = [m.cost_usd is not None for m in models]
+            return cost, any(reported) and all(
+                r or not m.usage for r, m in zip(reported, models, strict=True)
+            )
+        if figures.usage is None:
+            return counted_cost, False
+        return counted_cost + self._price_beyond(counted, figures.usage), False
+
+    def _price_beyond(self, counted: TokenUsage, reported: TokenUsage) -> float:
+        """What the tokens ``reported`` has beyond ``counted`` cost, kind by kind, at the
+        average rate of that kind over the calls counted (see ``_result_cost``)."""
+        extra = [max(r - c, 0) for r, c in zip(_kinds(reported), _kinds(counted), strict=True)]
+        if not any(extra):
+            return 0.0
+        tokens = [0, 0, 0, 0]
+        dollars = [0.0, 0.0, 0.0, 0.0]
+        for call in self._calls.values():
+            prices, _ = self._lookup(call.model)
+            u = call.usage
+            one_hour = min(call.cache_write_1h, u.cache_creation)
+            for i, (n, usd_each) in enumerate(
+                (
+                    (u.input, prices.input),
+                    (u.output, prices.output),
+                    (u.cache_creation - one_hour, prices.cache_write_5m),
+                    (one_hour, prices.cache_write_1h),
+                    (u.cache_read, prices.cache_read),
+                )
+            ):
+                kind = i if i < 3 else i - 1  # both cache-write buckets are cache_creation
+                tokens[kind] += n
+                dollars[kind] += n * usd_each
+        priced = sum(e * d / t for e, d, t in zip(extra, dollars, tokens, strict=True) if t)
+        unpriced = TokenUsage(*(e if not t else 0 for e, t in zip(extra, tokens, strict=True)))
+        return priced / _PER_MILLION + self._estimate(self.model, unpriced, 0)
 
     # -- per-call bookkeeping ------------------------------------------------------------
 
-    def _sight(self, lane: _Lane, message: dict[str, Any]) -> _CallKey | None:
+    def _sight(self, lane: _Lane, message: dict[str, Any], named: str | None) -> _CallKey | None:
         """Count an API call the first time it is seen; later sightings only refine output."""
         model = message.get("model")
         if model == _SYNTHETIC_MODEL:
             return None  # a line the CLI makes up for errors: no API call behind it
         model = model if isinstance(model, str) else None
         message_id = message.get("id")
-        if isinstance(message_id, str):
+        if not isinstance(message_id, str):
+            message_id = named
+        if message_id is not None:
             key: _CallKey = (lane, message_id)
         else:
             # Without an id nothing can be deduplicated: count the line as its own call.
@@ -313,7 +393,7 @@ class UsageTracker:
             key = (lane, f"\0anonymous-{self._anonymous_calls}")
         call = self._calls.get(key)
         if call is None:
-            usage, one_hour = _api_usage(message.get("usage"))
+            usage, one_hour = api_usage(message.get("usage"))
             call = _Call(model or self.model, ZERO, one_hour, 0.0)
             self._calls[key] = call
             self._update(call, usage)
@@ -322,7 +402,7 @@ class UsageTracker:
         else:
             raw = message.get("usage")
             if isinstance(raw, dict):
-                placeholder = _count(raw.get("output_tokens"))
+                placeholder = count(raw.get("output_tokens"))
                 if placeholder > call.usage.output:
                     self._set_output(call, placeholder)
         return key
@@ -344,8 +424,18 @@ class UsageTracker:
         self._live_cost += cost - call.cost
         call.usage, call.cost = usage, cost
 
+    def _lookup(self, model: str | None) -> tuple[ModelPrices, bool]:
+        found = self._price_of.get(model)
+        if found is None:
+            found = self._price_of[model] = self._prices.lookup(model)
+        return found
+
     def _estimate(self, model: str | None, usage: TokenUsage, cache_write_1h: int) -> float:
-        prices, known = self._prices.lookup(model)
+        prices, known = self._lookup(model)
         if not known and usage:
             self._unknown_models.add(model or "unknown")
         return prices.cost(usage, cache_write_1h)
+
+
+def _kinds(usage: TokenUsage) -> tuple[int, int, int, int]:
+    return usage.input, usage.output, usage.cache_creation, usage.cache_read

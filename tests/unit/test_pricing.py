@@ -34,6 +34,10 @@ def prices_of(model: str | None) -> tuple[float, float, float, float, float]:
         ("claude-opus-4-8", (5, 25, 6.25, 10, 0.5)),
         ("claude-opus-4-8[1m]", (5, 25, 6.25, 10, 0.5)),
         ("claude-opus-5", (5, 25, 6.25, 10, 0.5)),
+        ("claude-opus-5-20260101", (5, 25, 6.25, 10, 0.5)),
+        ("claude-opus-5-5", (4, 20, 5, 8, 0.2)),
+        ("claude-opus-5-5[1m]", (4, 20, 5, 8, 0.2)),
+        ("claude-opus-5-5-20270301", (4, 20, 5, 8, 0.2)),
         ("claude-sonnet-4-5", (3, 15, 3.75, 6, 0.3)),
         ("claude-sonnet-4-20250514", (3, 15, 3.75, 6, 0.3)),
         ("claude-haiku-4-5-20251001", (1, 5, 1.25, 2, 0.1)),
@@ -121,6 +125,29 @@ def test_from_json_builds_a_table_that_matches_in_order() -> None:
     assert table.lookup("CHEAP-ONE")[0].name == "cheap"  # match strings are case-insensitive
     assert table.lookup("other") == (table.default, False)
     assert table.default.name == "cheap"
+
+
+def test_the_longest_matching_string_wins_whatever_the_order() -> None:
+    # A generic family listed first must not take the models of a more specific one.
+    table = PriceTable.from_json(
+        json.dumps(
+            {
+                "families": [
+                    _family("opus-5", ["opus-5"], 5.0),
+                    _family("opus-5.5", ["opus-5-5"], 4.0),
+                    _family("twin", ["opus-5"], 9.0),
+                ]
+            }
+        )
+    )
+    assert table.lookup("claude-opus-5-5")[0].name == "opus-5.5"
+    assert table.lookup("claude-opus-5")[0].name == "opus-5"  # on a tie, the earlier family
+
+
+def test_the_newest_default_model_is_not_priced_as_the_generic_opus_5() -> None:
+    table = default_price_table()
+    assert table.lookup("claude-opus-5-5")[0] is not table.lookup("claude-opus-5")[0]
+    assert table.lookup("claude-opus-5-5")[0].name == "opus-5.5"
 
 
 def test_from_json_default_family_defaults_to_the_first() -> None:

@@ -1,8 +1,8 @@
 """Fuzzing UsageTracker: arbitrary bytes and mutated transcripts (real and simulated).
 
 Whatever it is fed, the tracker must never raise (the orchestrator calls it from a pipe
-callback: an exception there would drop the rest of a chunk), its live totals must never go
-down before the result line, and the deltas it returns must add up to its usage.
+callback: an exception there would drop the rest of a chunk), its totals and cost must never
+go down, result lines included, and the deltas it returns must add up to its usage.
 """
 
 from __future__ import annotations
@@ -36,22 +36,22 @@ def check(lines: list[bytes]) -> UsageTracker:
     """Feed ``lines``; assert the invariants after every one of them."""
     tracker = UsageTracker()
     summed = TokenUsage()
-    before = tracker.usage
+    before, cost_before = tracker.usage, tracker.cost_usd
     for line in lines:
         was_final = tracker.is_final
         delta = tracker.feed_line(line)
         summed += delta
         after = tracker.usage
         assert summed == after, f"deltas add up to {summed}, usage is {after}"
-        if not tracker.is_final:
-            for field in FIELDS:
-                assert getattr(after, field) >= getattr(before, field), f"{field} went down"
+        for field in FIELDS:  # before and after a result line: budgets never go down
+            assert getattr(after, field) >= getattr(before, field), f"{field} went down"
+        assert tracker.cost_usd >= cost_before, "cost went down"
         if was_final:
             assert tracker.is_final
         for field in FIELDS:
             assert getattr(after, field) >= 0
         assert math.isfinite(tracker.cost_usd) and tracker.cost_usd >= 0
-        before = after
+        before, cost_before = after, tracker.cost_usd
     return tracker
 
 

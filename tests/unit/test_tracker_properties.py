@@ -182,15 +182,18 @@ def _block(kind: str, text: str, index: int) -> dict[str, Any]:
     return {"type": "text", "text": text}
 
 
-def _event(event: dict[str, Any], lane: str | None) -> bytes:
-    return dumps(
-        {"type": "stream_event", "event": event, "session_id": "s", "parent_tool_use_id": lane}
-    )
+def _event(event: dict[str, Any], lane: str | None, named: str | None = None) -> bytes:
+    line: dict[str, Any] = {"type": "stream_event"}
+    if named is not None:  # Claude Code 2.1.332 names the call of every stream event
+        line["api_message_id"] = named
+    line.update(event=event, session_id="s", parent_tool_use_id=lane)
+    return dumps(line)
 
 
-def call_lines(call: Call, msg_id: str, partial: bool, text: str) -> list[bytes]:
+def call_lines(call: Call, msg_id: str, partial: bool, text: str, named: bool) -> list[bytes]:
     lane = call.lane
     lines: list[bytes] = []
+    name = msg_id if named else None
     if partial:
         start = {
             "model": call.model,
@@ -200,15 +203,17 @@ def call_lines(call: Call, msg_id: str, partial: bool, text: str) -> list[bytes]
             "content": [],
             "usage": _api_usage(call, call.placeholder),
         }
-        lines.append(_event({"type": "message_start", "message": start}, lane))
+        lines.append(_event({"type": "message_start", "message": start}, lane, name))
     for index, kind in enumerate(call.blocks):
         if partial:
             block = {"type": "content_block_start", "index": index, "content_block": {"type": kind}}
-            lines.append(_event(block, lane))
+            lines.append(_event(block, lane, name))
             for _ in range(call.deltas):
                 delta = {"type": "text_delta", "text": text}
                 lines.append(
-                    _event({"type": "content_block_delta", "index": index, "delta": delta}, lane)
+                    _event(
+                        {"type": "content_block_delta", "index": index, "delta": delta}, lane, name
+                    )
                 )
         message: dict[str, Any] = {
             "model": call.model,
@@ -229,7 +234,7 @@ def call_lines(call: Call, msg_id: str, partial: bool, text: str) -> list[bytes]
             )
         )
         if partial:
-            lines.append(_event({"type": "content_block_stop", "index": index}, lane))
+            lines.append(_event({"type": "content_block_stop", "index": index}, lane, name))
     if partial:
         usage: dict[str, Any] = {"output_tokens": call.output}
         if call.delta_repeats_usage:
@@ -238,9 +243,10 @@ def call_lines(call: Call, msg_id: str, partial: bool, text: str) -> list[bytes]
             _event(
                 {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": usage},
                 lane,
+                name,
             )
         )
-        lines.append(_event({"type": "message_stop"}, lane))
+        lines.append(_event({"type": "message_stop"}, lane, name))
     for kind in call.blocks:
         if kind == "tool_use":
             result = {"type": "tool_result", "tool_use_id": "toolu_0", "content": text * 3}
@@ -293,6 +299,7 @@ def result_line(all_calls: Sequence[Call], is_error: bool) -> bytes:
 @st.composite
 def transcripts(draw: st.DrawFn) -> Transcript:
     partial = draw(st.booleans())
+    named = draw(st.booleans())
     all_calls = draw(st.lists(calls(), max_size=8))
     text = draw(st.sampled_from(TEXTS))
     # Each lane's calls stay in order (ids restart per lane, so lanes reuse message ids);
@@ -301,7 +308,9 @@ def transcripts(draw: st.DrawFn) -> Transcript:
     calls_in_lane: dict[str | None, int] = {}
     for call in all_calls:
         number = calls_in_lane[call.lane] = calls_in_lane.get(call.lane, 0) + 1
-        per_lane.setdefault(call.lane, []).extend(call_lines(call, f"msg_{number}", partial, text))
+        per_lane.setdefault(call.lane, []).extend(
+            call_lines(call, f"msg_{number}", partial, text, named)
+        )
     rnd = draw(st.randoms(use_true_random=False))
     queues = [list(reversed(v)) for v in per_lane.values()]
     body: list[bytes] = []
@@ -384,6 +393,93 @@ def test_sum_of_returned_deltas_is_the_final_usage(t: Transcript) -> None:
     for line in t.lines:
         total += tracker.feed_line(line)
     assert total == tracker.usage
+
+
+# -- results below and above the stream: budgets never go down ------------------------------
+
+FIGURES = st.builds(TokenUsage, *[st.integers(min_value=0, max_value=3_000)] * 4)
+
+
+def _api(u: TokenUsage) -> dict[str, int]:
+    return {
+        "input_tokens": u.input,
+        "cache_creation_input_tokens": u.cache_creation,
+        "cache_read_input_tokens": u.cache_read,
+        "output_tokens": u.output,
+    }
+
+
+@st.composite
+def usage_lines(draw: st.DrawFn) -> tuple[bytes, TokenUsage | None]:
+    """A line that carries usage, and the figures it reports if it is a result line; the
+    figures are random, so a result is often below the stream in some kinds, above in others."""
+    figures = draw(FIGURES)
+    lane = draw(st.sampled_from([None, "toolu_a"]))
+    msg_id = draw(st.sampled_from(["msg_1", "msg_2", "msg_3"]))
+    model = draw(st.sampled_from(MODELS))
+    kind = draw(st.sampled_from(["assistant", "start", "delta", "result"]))
+    if kind == "assistant":
+        message = {"id": msg_id, "model": model, "usage": _api(figures)}
+        return dumps({"type": "assistant", "message": message, "parent_tool_use_id": lane}), None
+    if kind in ("start", "delta"):
+        line: dict[str, Any] = {"type": "stream_event"}
+        named = draw(st.sampled_from([None, msg_id, "msg_9"]))  # 2.1.332's api_message_id
+        if named is not None:
+            line["api_message_id"] = named
+        if kind == "start":
+            message = {"id": msg_id, "model": model, "usage": _api(figures)}
+            line["event"] = {"type": "message_start", "message": message}
+        else:
+            line["event"] = {"type": "message_delta", "usage": {"output_tokens": figures.output}}
+        line["parent_tool_use_id"] = lane
+        return dumps(line), None
+    result: dict[str, Any] = {
+        "type": "result",
+        "subtype": draw(st.sampled_from(["success", "error_max_budget_usd"])),
+        "is_error": False,
+    }
+    cost = draw(st.none() | st.floats(min_value=0, max_value=0.5))
+    if cost is not None:
+        result["total_cost_usd"] = cost
+    if draw(st.booleans()):
+        result["usage"] = _api(figures)
+    else:
+        result["modelUsage"] = {
+            model: {
+                "inputTokens": figures.input,
+                "outputTokens": figures.output,
+                "cacheReadInputTokens": figures.cache_read,
+                "cacheCreationInputTokens": figures.cache_creation,
+            }
+        }
+    return dumps(result), figures
+
+
+def _at_least(a: TokenUsage, b: TokenUsage) -> bool:
+    return all(x >= y for x, y in zip(dataclasses.astuple(a), dataclasses.astuple(b), strict=True))
+
+
+@GENERATED
+@given(st.lists(usage_lines(), max_size=25))
+def test_no_line_ever_lowers_usage_or_cost(steps: list[tuple[bytes, TokenUsage | None]]) -> None:
+    tracker = UsageTracker()
+    total = TokenUsage()
+    cost = 0.0
+    at_result = (tracker.usage, tracker.live_usage)
+    for line, reported in steps:
+        delta = tracker.feed_line(line)
+        assert _at_least(delta, TokenUsage()), (line, delta)
+        assert tracker.cost_usd >= cost
+        total, cost = total + delta, tracker.cost_usd
+        assert total == tracker.usage
+        assert _at_least(tracker.usage, tracker.live_usage)
+        if reported is not None:
+            assert _at_least(tracker.usage, reported)  # the larger of each kind is kept
+            assert tracker.cost_usd >= (tracker.cli_cost_usd or 0.0)
+            at_result = (tracker.usage, tracker.live_usage)
+        else:  # whatever the stream shows after a result is counted on top of it
+            usage, live = tracker.usage, tracker.live_usage
+            assert usage - at_result[0] == live - at_result[1]
 
 
 def _kept(lines: Iterable[bytes]) -> list[bytes]:
