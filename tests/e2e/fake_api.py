@@ -44,7 +44,7 @@ ERROR_KINDS: dict[str, tuple[int, str, str]] = {
     "err500": (500, "api_error", "fake internal error"),
     "err529": (529, "overloaded_error", "fake overloaded"),
 }
-STREAM_KINDS = ("text", "tool", "slow", "broken")
+STREAM_KINDS = ("text", "tool", "task", "slow", "broken")
 KINDS = (*STREAM_KINDS, *ERROR_KINDS, "hang")
 
 TOOL_INPUT = {"command": "echo hi", "description": "Print hi"}
@@ -120,6 +120,7 @@ class Scenario:
     retry_after: str = "0"  # err429
     repeat_usage_in_delta: bool = False  # newer API: message_delta repeats input/cache numbers
     cache_1h: bool = False  # cache writes are 1-hour ones (usage.cache_creation says so)
+    subagent: str = "text"  # task: the scenario of the subagent its Task tool call starts
     sent: Usage = Usage()  # what the server has emitted so far (see FakeAnthropicAPI.sent)
     calls: int = 0  # POST /v1/messages requests answered with this scenario
 
@@ -138,13 +139,13 @@ class Scenario:
         }
 
     def wants_tool(self, turn: int) -> bool:
-        if self.kind == "tool":
+        if self.kind in ("tool", "task"):
             return turn == 0
         return self.kind == "slow" and turn < self.turns - 1
 
     @property
     def full_run_turns(self) -> int:
-        return {"text": 1, "tool": 2, "slow": self.turns}.get(self.kind, 0)
+        return {"text": 1, "tool": 2, "task": 2, "slow": self.turns}.get(self.kind, 0)
 
     def expected_total(self) -> Usage:
         """Usage of a complete run of this scenario, summed over its turns."""
@@ -235,7 +236,9 @@ class ClientGone(Exception):
 class FakeAnthropicAPI:
     """The fake server; one use (start, stop). Built-in scenarios are named after their kinds.
 
-    Kinds: text (one turn), tool (a Bash `echo hi` call, then text), slow (deltas with pauses,
+    Kinds: text (one turn), tool (a Bash `echo hi` call, then text), task (a Task tool call
+    whose subagent's requests carry the marker of scenario `subagent`, then text; the
+    subagent's usage is its own scenario's), slow (deltas with pauses,
     `turns` turns), broken (a stream dropped after message_start: the CLI retries without
     streaming and gets a JSON message), err400/401/429/500/529 (Anthropic error JSON), hang
     (never answers). Connection refused: point the client at `free_port()`.
@@ -321,7 +324,7 @@ class FakeAnthropicAPI:
 
         Usage is one turn's numbers (`input=`, `output=`, ...) or a per-turn list `usages=`
         (dicts with keys input/output/cache_creation/cache_read). Options are Scenario fields:
-        text, deltas, delay_s, turns, retry_after, repeat_usage_in_delta, cache_1h.
+        text, deltas, delay_s, turns, retry_after, repeat_usage_in_delta, cache_1h, subagent.
         """
         if kind not in KINDS:
             raise ValueError(f"unknown scenario kind {kind!r}; expected one of {KINDS}")
@@ -488,6 +491,16 @@ class FakeAnthropicAPI:
         """The content blocks of one answer (full form, as in a non-streaming message)."""
         if scenario.wants_tool(turn):
             tool_id = f"toolu_{msg_id.removeprefix('msg_')}"
+            if scenario.kind == "task":
+                task = {
+                    "description": "Say hi",
+                    "prompt": f"SCENARIO:{scenario.subagent} say hi",
+                    "subagent_type": "general-purpose",
+                }
+                return [
+                    {"type": "text", "text": "Delegating."},
+                    {"type": "tool_use", "id": tool_id, "name": "Task", "input": task},
+                ]
             return [
                 {"type": "text", "text": "Running echo."},
                 {"type": "tool_use", "id": tool_id, "name": "Bash", "input": TOOL_INPUT},

@@ -324,6 +324,21 @@ def test_fake_answers_side_calls_apart_from_any_scenario() -> None:
         assert fake.requests[0].user_texts() == ["Title this: SCENARIO:t1 hi"]
 
 
+def test_fake_task_scenario_starts_a_subagent_of_another_scenario() -> None:
+    with FakeAnthropicAPI() as fake:
+        fake.add_scenario("m", "task", usages=[Usage(1, 2, 3, 4)], subagent="s")
+        fake.add_scenario("s", "text", usages=[Usage(5, 6, 7, 8)], text="sub says hi")
+        url = f"{fake.base_url}/v1/messages?beta=true"
+
+        _, _, message = post(url, user_prompt("SCENARIO:m go"))
+        text, task = message["content"]
+        assert (text["type"], task["name"], message["stop_reason"]) == ("text", "Task", "tool_use")
+        # The subagent's own request carries its prompt: the scenario named by `subagent`.
+        _, _, answer = post(url, user_prompt(task["input"]["prompt"]))
+        assert answer["content"] == [{"type": "text", "text": "sub says hi"}]
+        assert (fake.sent("m"), fake.sent("s")) == (Usage(1, 2, 3, 4), Usage(5, 6, 7, 8))
+
+
 def test_fake_stops_by_itself_after_its_lifetime() -> None:
     fake = FakeAnthropicAPI(max_lifetime_s=0.2).start()
     url = fake.base_url
