@@ -114,8 +114,8 @@ def _check_version(claude_cmd: Sequence[str], timeout_s: float) -> VersionCheck:
     text = output.decode("utf-8", errors="replace")
     version = parse_version(text)
     if version is None:
-        shown = text.strip()[:60] or "nothing"
-        return VersionCheck(None, f"--version printed {shown!r}, not a version")
+        first_line = text.strip().split("\n", 1)[0][:60] or "nothing"
+        return VersionCheck(None, f"--version printed {first_line!r}, not a version")
     return VersionCheck(version)
 
 

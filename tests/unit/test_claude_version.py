@@ -96,6 +96,7 @@ def test_leading_arguments_of_the_command_are_kept(tmp_path: Path) -> None:
     ("body", "problem"),
     [
         ("echo garbage", "--version printed 'garbage', not a version"),
+        ("echo 'x (GNU) 9.1'; echo more", "--version printed 'x (GNU) 9.1', not a version"),
         ("true", "--version printed 'nothing', not a version"),
         ("echo 2.1.197; exit 3", "--version exited with status 3"),
         ("kill -9 $$", "--version exited with status -9"),

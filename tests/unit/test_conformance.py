@@ -18,7 +18,7 @@ from budget_core import TokenUsage, UsageTracker
 ROOT = Path(__file__).resolve().parents[2]
 OWN = ROOT / "tests" / "fixtures" / "stream-json"
 SHARED = ROOT / ".." / "shared" / "fixtures" / "stream-json"
-EXPECTED_FIXTURE_COUNT = {OWN: 16, SHARED: 17}
+EXPECTED_FIXTURE_COUNT = {OWN: 18, SHARED: 17}
 SKIP_REASON = f"shared stream-json fixtures not found at {SHARED} (the repo's sibling ../shared)"
 needs_shared = pytest.mark.skipif(not (SHARED / "MANIFEST.json").is_file(), reason=SKIP_REASON)
 
