@@ -145,11 +145,12 @@ def sim_env(field: str) -> str:
 def parse_config(argv: Sequence[str], env: Mapping[str, str]) -> Config:
     """Read claude-like argv plus --sim-* flags; SIM_* env vars fill in missing sim flags.
 
-    Everything after ``--`` is the prompt, never an option, as with the real CLI.
+    The argument after ``--`` is the prompt, never an option, as with the real CLI. (Flags
+    after the prompt are still read: wrappers that append ``--sim-*`` flags keep working.)
     """
     argv = list(argv)
     after_dashes = argv.index("--") if "--" in argv else None
-    options = argv if after_dashes is None else argv[:after_dashes]
+    options = argv if after_dashes is None else argv[:after_dashes] + argv[after_dashes + 2 :]
     parser = argparse.ArgumentParser(
         prog="orchestrator.simulator", add_help=False, allow_abbrev=False
     )
@@ -698,7 +699,7 @@ def run(cfg: Config, out: BinaryIO, err: BinaryIO) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
-    if args == ["--version"]:
+    if "--version" in args[: args.index("--") if "--" in args else None]:
         print(f"{CLAUDE_CODE_VERSION} (Claude Code simulator)")
         return 0
     cfg = parse_config(args, os.environ)
