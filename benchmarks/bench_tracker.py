@@ -32,7 +32,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from budget_core import TokenUsage, UsageTracker
+from budget_core import TokenUsage, UsageTracker, default_price_table
 
 TARGET_RATIO = 1.0
 SESSION = "7a854790-5cc1-431d-a29b-f39778202e38"
@@ -98,6 +98,7 @@ class _Generator:
         self.final = TokenUsage()
         self.live = TokenUsage()
         self.per_model: dict[str, TokenUsage] = {}
+        self.per_model_cost: dict[str, float] = {}
         self.per_lane_count: dict[str | None, int] = {}
 
     def text(self, size: int) -> str:
@@ -255,6 +256,11 @@ class _Generator:
         counted = TokenUsage(input_tokens, exact_output, cache_write, cache_read)
         self.final += counted
         self.per_model[model] = self.per_model.get(model, TokenUsage()) + counted
+        # What the CLI charges for the call, at the bundled prices: a result's cost below
+        # the tracker's own estimate would be kept from the stream instead (budgets never
+        # go down), and the totals check would compare two different figures.
+        call_cost = default_price_table().lookup(model)[0].cost(counted, one_hour)
+        self.per_model_cost[model] = self.per_model_cost.get(model, 0.0) + call_cost
         live_output = exact_output if self.partial else placeholder
         self.live += TokenUsage(
             counted.input, live_output, counted.cache_creation, counted.cache_read
@@ -306,14 +312,14 @@ class _Generator:
                         "session_id": SESSION,
                     }
                 )
-        cost = round(rnd.uniform(1, 50), 6)
+        cost = sum(self.per_model_cost.values())
         model_usage = {
             model: {
                 "inputTokens": u.input,
                 "outputTokens": u.output,
                 "cacheReadInputTokens": u.cache_read,
                 "cacheCreationInputTokens": u.cache_creation,
-                "costUSD": cost / len(self.per_model),
+                "costUSD": self.per_model_cost[model],
             }
             for model, u in self.per_model.items()
         }

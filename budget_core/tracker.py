@@ -91,7 +91,8 @@ class UsageTracker:
 
     Feed it every stdout line in order. ``feed_line`` returns the change in ``usage`` that
     the line caused, so whoever charges budgets charges every token exactly once; no kind of
-    it is ever negative, and ``cost_usd`` never goes down either.
+    it is ever negative. ``cost_usd`` never goes down either, but for float rounding (a
+    relative 1e-9 at most) when it becomes the CLI's own figure for the calls it estimated.
 
     A process may print several result lines (Claude Code 2.1.332 runs queued turns after a
     first result; ``result_index`` numbers them). Their ``modelUsage`` and ``total_cost_usd``
@@ -123,7 +124,6 @@ class UsageTracker:
         self.session_id: str | None = None
         self.error_text: str | None = None
         self.result_subtype: str | None = None
-        self.results_seen = 0
         self.lines_seen = 0
         self.skipped_lines = 0
 
@@ -289,16 +289,10 @@ class UsageTracker:
     def _on_result(self, data: dict[str, Any]) -> None:
         subtype = data.get("subtype")
         self.result_subtype = subtype if isinstance(subtype, str) else None
-        self.results_seen += 1
         self._is_error = data.get("is_error") is True or (
             subtype is not None and subtype != "success"
         )
-        text = data.get("result")
-        self.error_text = (
-            (text if isinstance(text, str) and text else f"result: {subtype}")
-            if self._is_error
-            else None
-        )
+        self.error_text = _error_text(data, subtype) if self._is_error else None
         figures = read_result(data)
         counted, counted_cost = self.usage, self.cost_usd
         reported = figures.usage if figures.usage is not None else counted
@@ -307,10 +301,14 @@ class UsageTracker:
         check = UsageDiscrepancy(counted, reported, counted_cost, cost if from_cli else None)
         if check.found:
             self._discrepancy = check
+        # The CLI's own cost stands unless the stream's estimate was higher by more than
+        # float rounding (the same calls summed in another order): shown exactly, it agrees
+        # with the CLI's; the larger is kept only when the two really differ.
+        cli_stands = from_cli and not check.cost_kept_from_stream
         self._settled = _Settled(
             usage=larger(counted, reported),
-            cost=max(cost, counted_cost),
-            cost_is_estimate=not from_cli or check.cost_kept_from_stream,
+            cost=cost if cli_stands else max(cost, counted_cost),
+            cost_is_estimate=not cli_stands,
             live=self._live,
             live_cost=self._live_cost,
         )
@@ -326,7 +324,7 @@ class UsageTracker:
         ``usage``, the live estimate is kept, plus the tokens the result reports beyond the
         count, priced at the average rate of that kind over the calls counted (each at its
         own model: mostly output the placeholders missed), or at the init model's rate for a
-        kind no call had. The caller never lets it fall below the live estimate.
+        kind no call had. The caller keeps the live estimate when it is the larger.
         """
         if figures.total_cost_usd is not None:
             return figures.total_cost_usd, True
@@ -435,6 +433,19 @@ class UsageTracker:
         if not known and usage:
             self._unknown_models.add(model or "unknown")
         return prices.cost(usage, cache_write_1h)
+
+
+def _error_text(data: dict[str, Any], subtype: object) -> str:
+    """The result's text, else its ``errors`` (a budget stop: "Reached maximum budget ($X)")."""
+    text = data.get("result")
+    if isinstance(text, str) and text:
+        return text
+    errors = data.get("errors")
+    if isinstance(errors, list):
+        found = "; ".join(e for e in errors if isinstance(e, str) and e)
+        if found:
+            return found
+    return f"result: {subtype}"
 
 
 def _kinds(usage: TokenUsage) -> tuple[int, int, int, int]:

@@ -156,6 +156,15 @@ def test_a_budget_stop_later_takes_model_usage_not_the_usage_without_the_crossin
     assert tracker.stopped_by_cli_budget
 
 
+def test_a_budget_stop_without_result_text_is_explained_by_its_errors() -> None:
+    obj = json.loads(
+        result(subtype="error_max_budget_usd", is_error=True, text="", usage=api_usage())
+    )
+    obj["errors"] = ["Reached maximum budget ($0.02)"]
+    tracker = feed_all([dumps(obj)])
+    assert tracker.error_text == "Reached maximum budget ($0.02)"
+
+
 @pytest.mark.parametrize("subtype", ["success", "error_max_turns", "error_during_execution"])
 def test_other_results_are_not_budget_stops(subtype: str) -> None:
     assert not feed_all([result(subtype=subtype, usage=api_usage())]).stopped_by_cli_budget

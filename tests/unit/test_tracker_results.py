@@ -76,14 +76,22 @@ def test_a_result_cost_below_the_streamed_estimate_keeps_the_estimate() -> None:
     assert tracker.cost_is_estimate  # what is kept is the stream's estimate, not the CLI's figure
 
 
-def test_a_result_cost_equal_to_the_estimate_is_the_clis_own_figure() -> None:
-    tracker = feed_all(
-        [
-            assistant("msg_1", api_usage(input=1234, output=567, cache_creation=10, cache_read=89)),
-            result(usage=api_usage(1234, 567, 10, 89), total_cost_usd=0.020452),
+def test_a_result_cost_equal_to_the_estimate_but_for_rounding_is_the_clis_own_figure() -> None:
+    # Four haiku calls whose output streams in steps: the running estimate ends one float
+    # step above the CLI's 0.003147 for the same tokens. The CLI's figure is shown exactly.
+    lines = [init(HAIKU)]
+    for n in range(4):
+        lines += [
+            message_start(
+                f"msg_{n}", api_usage(input=333, output=1, cache_creation=55), model=HAIKU
+            ),
+            message_delta({"output_tokens": 40}),
+            message_delta({"output_tokens": 77}),
         ]
-    )
-    assert tracker.cost_usd == pytest.approx(0.020452, abs=1e-12)
+    tracker = feed_all(lines)
+    assert tracker.cost_usd != 0.003147 and tracker.cost_usd == pytest.approx(0.003147)
+    tracker.feed_line(result(usage=api_usage(1332, 308, 220, 0), total_cost_usd=0.003147))
+    assert tracker.cost_usd == 0.003147
     assert not tracker.cost_is_estimate
     assert tracker.discrepancy is None
 
