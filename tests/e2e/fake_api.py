@@ -459,13 +459,20 @@ class FakeAnthropicAPI:
         record.turn = sum(
             1 for m in messages if isinstance(m, dict) and m.get("role") == "assistant"
         )
+        if record.side_call:  # answered apart, whatever marker it quotes: no scenario's
+            self._answer(h, record, self._side)
+            return
         match = SCENARIO_MARKER.search(json.dumps(messages))
         record.scenario = match.group(1) if match else self.default_scenario
-        scenario = self._side if record.side_call else self._scenarios.get(record.scenario)
+        scenario = self._scenarios.get(record.scenario)
         if scenario is None:
             message = f"fake API: unknown scenario {record.scenario!r}"
             _send_error(h, 400, "invalid_request_error", message)
             return
+        self._answer(h, record, scenario)
+
+    def _answer(self, h: _Handler, record: RequestRecord, scenario: Scenario) -> None:
+        assert record.turn is not None and record.model is not None
         with self._lock:
             scenario.calls += 1
         msg_id = f"msg_fake_{next(self._ids):03d}_{uuid.uuid4().hex[:8]}"

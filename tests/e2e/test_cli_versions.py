@@ -85,7 +85,7 @@ def test_each_version_is_counted_exactly_and_takes_dashed_prompts(
     # Each prompt reached the fake as the user's own message (not taken for an option).
     for name in ("help", "flag"):
         assert run.instance(name)["status"] == "succeeded", context
-        calls = [r for r in fake.requests_for(name) if not r.side_call]
+        calls = fake.requests_for(name)
         assert calls and all(PROMPTS[name] in r.user_texts() for r in calls), context
     results = {}
     for name, prompt in PROMPTS.items():
@@ -94,7 +94,7 @@ def test_each_version_is_counted_exactly_and_takes_dashed_prompts(
         assert argv[-2:] == ["--", prompt], argv
         assert (PARTIAL in argv) is not old, argv
         results[name] = claude.result(pid)
-    assert [r.turn for r in fake.requests_for("flag") if not r.side_call] == [0, 1], context
+    assert [r.turn for r in fake.requests_for("flag")] == [0, 1], context
     # Per process, the CLI's own figures: its main model's are what the fake streamed to it;
     # any other model's are side calls the stream never showed.
     streamed_by = {"help": HELP_USAGE, "flag": sum(TOOL_TURNS, Usage()), "err": Usage()}

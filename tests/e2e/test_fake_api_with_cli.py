@@ -320,7 +320,8 @@ def test_fake_answers_side_calls_apart_from_any_scenario() -> None:
         assert [block["type"] for block in message["content"]] == ["text", "tool_use"]
         assert fake.sent("t1") == Usage(5, 6, 7, 8)
         assert fake.side_sent == Usage(9, 8, 7, 6)
-        assert [r.side_call for r in fake.requests] == [True, False]
+        assert [(r.side_call, r.scenario) for r in fake.requests] == [(True, None), (False, "t1")]
+        assert [r.side_call for r in fake.requests_for("t1")] == [False]
         assert fake.requests[0].user_texts() == ["Title this: SCENARIO:t1 hi"]
 
 
