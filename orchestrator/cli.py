@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import math
 import os
@@ -29,6 +30,7 @@ from budget_core import (
     parse_windowed_limit,
 )
 from orchestrator import __version__
+from orchestrator.claude_version import Interrupted, check_version
 from orchestrator.config import (
     BudgetConfig,
     ConfigError,
@@ -455,10 +457,11 @@ def workspace_problem(path: str) -> str | None:
 
 
 def _dry_claude(args: argparse.Namespace) -> tuple[str, ...]:
-    """A dry run prints what would run, even where claude is not installed."""
+    """A dry run prints what would run, even where claude is not installed (and says so)."""
     try:
         return resolve_claude(args)
-    except ConfigError:
+    except ConfigError as exc:
+        print(f"orchestrator: warning: {exc}", file=sys.stderr)
         return (args.claude_bin or os.environ.get("ORCHESTRATOR_CLAUDE_BIN") or "claude",)
 
 
@@ -616,6 +619,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         say(f"orchestrator: error: {exc}", sys.stderr)
         return 2
+    if not args.demo and shutil.which(run.claude_cmd[0]):
+        try:
+            run = _adapt_to_claude_version(run)
+        except Interrupted as exc:
+            return 128 + exc.signum
     if args.dry_run:
         say(dry_run_text(run, manager))
         return 0
@@ -665,6 +673,14 @@ def _output_gone(orchestrator: Orchestrator) -> None:
     by SIGPIPE as the shell would have it (exit 128 + 13 = 141)."""
     if orchestrator.interrupted_by is None:
         orchestrator.interrupt(signal.SIGPIPE)
+
+
+def _adapt_to_claude_version(run: RunConfig) -> RunConfig:
+    """Ask the CLI its version once; one older than 1.0.109 runs without partial messages."""
+    check = check_version(run.claude_cmd)
+    if warning := check.warning(run.claude_cmd[-1]):
+        say(f"orchestrator: warning: {warning}", sys.stderr)
+    return dataclasses.replace(run, partial_messages=check.partial_messages)
 
 
 def _budget_manager(run: RunConfig) -> BudgetManager:

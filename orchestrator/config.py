@@ -423,19 +423,19 @@ class RunConfig:
     startup_delay_s: float = 0.0
     timeout_s: float | None = None
     stop_grace_s: float = 3.0  # SIGTERM, then SIGKILL this much later
+    partial_messages: bool = True  # --include-partial-messages (off for CLIs before 1.0.109)
 
 
 def instance_argv(run: RunConfig, spec: InstanceSpec) -> list[str]:
-    """``claude -p PROMPT --output-format stream-json --verbose --include-partial-messages ...``"""
-    argv = [
-        *run.claude_cmd,
-        "-p",
-        spec.prompt,
-        "--output-format",
-        "stream-json",
-        "--verbose",
-        "--include-partial-messages",
-    ]
+    """``claude -p --output-format stream-json --verbose --include-partial-messages ... -- PROMPT``
+
+    The prompt comes last, after ``--``: a prompt starting with ``-`` ("--help", "-x ...")
+    would otherwise be taken for an option by the CLI. Older CLIs lack partial messages
+    (``run.partial_messages`` off): counting then falls back to the assistant lines.
+    """
+    argv = [*run.claude_cmd, "-p", "--output-format", "stream-json", "--verbose"]
+    if run.partial_messages:
+        argv.append("--include-partial-messages")
     if spec.permission_mode:
         argv += ["--permission-mode", spec.permission_mode]
     if spec.allowed_tools:
@@ -444,4 +444,4 @@ def instance_argv(run: RunConfig, spec: InstanceSpec) -> list[str]:
         argv += ["--session-id", spec.session_id]
     if spec.model:
         argv += ["--model", spec.model]
-    return [*argv, *spec.claude_args, *run.extra_args]
+    return [*argv, *spec.claude_args, *run.extra_args, "--", spec.prompt]

@@ -1,9 +1,11 @@
 """A stand-in for the Claude Code CLI that prints stream-json like the real CLI 2.1.197.
 
-Run it as ``python -m orchestrator.simulator -p PROMPT --output-format stream-json --verbose
-[--include-partial-messages] [--sim-* options]`` or as a script path. Flags of the real CLI are
-accepted and ignored; ``--sim-*`` options (or ``SIM_*`` environment variables, flags win) choose
-the usage numbers, pacing and failure mode. Standard library only, so it runs anywhere.
+Run it as ``python -m orchestrator.simulator -p --output-format stream-json --verbose
+[--include-partial-messages] [--sim-* options] -- PROMPT`` or as a script path (the prompt may
+also follow ``-p``, as the real CLI allows). ``--version`` prints the version it imitates.
+Flags of the real CLI are accepted and ignored; ``--sim-*`` options (or ``SIM_*`` environment
+variables, flags win) choose the usage numbers, pacing and failure mode. Standard library
+only, so it runs anywhere.
 """
 
 from __future__ import annotations
@@ -141,7 +143,14 @@ def sim_env(field: str) -> str:
 
 
 def parse_config(argv: Sequence[str], env: Mapping[str, str]) -> Config:
-    """Read claude-like argv plus --sim-* flags; SIM_* env vars fill in missing sim flags."""
+    """Read claude-like argv plus --sim-* flags; SIM_* env vars fill in missing sim flags.
+
+    The argument after ``--`` is the prompt, never an option, as with the real CLI. (Flags
+    after the prompt are still read: wrappers that append ``--sim-*`` flags keep working.)
+    """
+    argv = list(argv)
+    after_dashes = argv.index("--") if "--" in argv else None
+    options = argv if after_dashes is None else argv[:after_dashes] + argv[after_dashes + 2 :]
     parser = argparse.ArgumentParser(
         prog="orchestrator.simulator", add_help=False, allow_abbrev=False
     )
@@ -155,7 +164,7 @@ def parse_config(argv: Sequence[str], env: Mapping[str, str]) -> Config:
         parser.add_argument(flag, action="append")
     for field in SIM_OPTIONS:
         parser.add_argument(sim_flag(field), dest="sim_" + field)
-    ns, _unknown = parser.parse_known_args(list(argv))
+    ns, _unknown = parser.parse_known_args(options)
 
     values: dict[str, object] = {}
     for field, convert in SIM_OPTIONS.items():
@@ -168,8 +177,12 @@ def parse_config(argv: Sequence[str], env: Mapping[str, str]) -> Config:
             values[field] = convert(raw)
         except ValueError as exc:
             parser.error(f"{sim_flag(field)} / {sim_env(field)}: {exc}")
+    if after_dashes is not None:
+        prompt = argv[after_dashes + 1] if len(argv) > after_dashes + 1 else ""
+    else:
+        prompt = ns.print_prompt or ns.prompt or ""
     return Config(
-        prompt=ns.print_prompt or ns.prompt or "",
+        prompt=prompt,
         partial=bool(ns.include_partial_messages),
         session_id=ns.session_id,
         permission_mode=str(ns.permission_mode),
@@ -685,7 +698,11 @@ def run(cfg: Config, out: BinaryIO, err: BinaryIO) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    cfg = parse_config(sys.argv[1:] if argv is None else argv, os.environ)
+    args = sys.argv[1:] if argv is None else list(argv)
+    if "--version" in args[: args.index("--") if "--" in args else None]:
+        print(f"{CLAUDE_CODE_VERSION} (Claude Code simulator)")
+        return 0
+    cfg = parse_config(args, os.environ)
     try:
         return run(cfg, sys.stdout.buffer, sys.stderr.buffer)
     except BrokenPipeError:

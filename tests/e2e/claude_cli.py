@@ -1,8 +1,8 @@
-"""The real Claude Code CLI for end-to-end tests: a pinned npm install, and its environment.
+"""The real Claude Code CLI for end-to-end tests: pinned npm installs, and their environment.
 
-The CLI is installed with npm into a cache folder outside the repository:
+Each version is installed with npm into a cache folder outside the repository, side by side:
 `$ORCHESTRATOR_E2E_CACHE/claude-code-<version>` (default root: `~/.cache/orchestrator-e2e`).
-CI runs `python tests/e2e/claude_cli.py` before pytest; it installs (if needed) and prints the path.
+`python tests/e2e/claude_cli.py` installs every tested version (if needed) and prints the paths.
 """
 
 from __future__ import annotations
@@ -15,12 +15,20 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 CLI_PACKAGE = "@anthropic-ai/claude-code"
-CLI_VERSION = "2.1.197"
+CLI_VERSION = "2.1.197"  # the pinned version most tests run
+# Also tested (tests/e2e/test_cli_versions.py): the oldest supported, 1.0.108, the last CLI
+# without --include-partial-messages (the orchestrator runs it without; 1.0.109 has the flag);
+# a 2.0.x; and the newest version the registry served when this list was written
+# (`npm view @anthropic-ai/claude-code version`).
+OLD_CLI_VERSION = "1.0.108"
+NEWEST_CLI_VERSION = "2.1.332"
+TESTED_VERSIONS = (OLD_CLI_VERSION, "2.0.0", CLI_VERSION, NEWEST_CLI_VERSION)
 CACHE_ENV = "ORCHESTRATOR_E2E_CACHE"
 NPM_TIMEOUT_S = 600
 
@@ -73,7 +81,10 @@ def _npm_install(prefix: Path, version: str) -> str | None:
     if npm is None:
         return "npm not found on PATH: cannot install the Claude Code CLI"
     prefix.mkdir(parents=True, exist_ok=True)
+    # 2.1.x declares node >= 22 from some version on, but ships a native binary that Node
+    # never runs (npm only warns): a machine's Node 20 installs it as well.
     cmd = [npm, "install", "--prefix", str(prefix), "--no-audit", "--no-fund"]
+    cmd.append("--engine-strict=false")
     cmd.append(f"{CLI_PACKAGE}@{version}")
     try:
         done = subprocess.run(
@@ -89,6 +100,12 @@ def _npm_install(prefix: Path, version: str) -> str | None:
     if installed_version(prefix) != version:
         return f"npm install finished but {CLI_PACKAGE}@{version} is not in {prefix}"
     return None
+
+
+def ensure_claude_clis(versions: Sequence[str]) -> dict[str, tuple[Path | None, str]]:
+    """`ensure_claude_cli` for several versions at once (npm mostly waits on the network)."""
+    with ThreadPoolExecutor(max_workers=len(versions) or 1) as pool:
+        return dict(zip(versions, pool.map(ensure_claude_cli, versions), strict=True))
 
 
 def _check_runs(prefix: Path, version: str) -> tuple[Path | None, str]:
@@ -181,18 +198,13 @@ def cli_env(
     return env
 
 
-def claude_argv(claude: Path | str, prompt: str, *extra: str) -> list[str]:
-    """The argv an orchestrator uses: print mode, stream-json, live partial messages."""
-    return [
-        str(claude),
-        "-p",
-        prompt,
-        "--output-format",
-        "stream-json",
-        "--verbose",
-        "--include-partial-messages",
-        *extra,
-    ]
+def claude_argv(claude: Path | str, prompt: str, *extra: str, partial: bool = True) -> list[str]:
+    """The argv an orchestrator uses: print mode, stream-json, live partial messages (which
+    CLIs before 1.0.109 lack), and the prompt last, after `--`."""
+    argv = [str(claude), "-p", "--output-format", "stream-json", "--verbose"]
+    if partial:
+        argv.append("--include-partial-messages")
+    return [*argv, *extra, "--", prompt]
 
 
 @dataclass
@@ -229,11 +241,16 @@ def parse_stream_json(stdout: str) -> list[dict[str, Any]]:
 
 
 def start_claude(
-    claude: Path | str, prompt: str, env: dict[str, str], cwd: Path, extra: Sequence[str] = ()
+    claude: Path | str,
+    prompt: str,
+    env: dict[str, str],
+    cwd: Path,
+    extra: Sequence[str] = (),
+    partial: bool = True,
 ) -> subprocess.Popen[str]:
     """Start the CLI with pipes; stdin is /dev/null (the CLI may otherwise wait on it)."""
     return subprocess.Popen(
-        claude_argv(claude, prompt, *extra),
+        claude_argv(claude, prompt, *extra, partial=partial),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -267,12 +284,14 @@ def run_claude(
 
 
 def main() -> int:
-    path, reason = ensure_claude_cli()
-    if path is None:
-        print(f"error: {reason}", file=sys.stderr)
-        return 1
-    print(path)
-    return 0
+    failed = 0
+    for version, (path, reason) in ensure_claude_clis(TESTED_VERSIONS).items():
+        if path is None:
+            print(f"error: {version}: {reason}", file=sys.stderr)
+            failed += 1
+        else:
+            print(f"{version}: {path}")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

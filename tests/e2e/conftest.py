@@ -8,24 +8,42 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from claude_cli import CliEnvFactory, ensure_claude_cli
+from claude_cli import CLI_VERSION, TESTED_VERSIONS, CliEnvFactory, ensure_claude_clis
 from claude_cli import cli_env as make_cli_env
 from fake_api import FakeAnthropicAPI
 
 
 @pytest.fixture(scope="session")
-def claude_bin() -> Path:
-    """The pinned real `claude` executable; installs it on first use, else skips.
+def claude_installs() -> dict[str, tuple[Path | None, str]]:
+    """Every tested CLI version, installed on first use (in parallel): version -> (path of
+    `claude` or None, reason)."""
+    return ensure_claude_clis(TESTED_VERSIONS)
 
-    CI sets ORCHESTRATOR_E2E_REQUIRED=1: there a CLI that cannot be installed is a failure,
-    so the end-to-end tests can never pass by quietly skipping.
-    """
-    path, reason = ensure_claude_cli()
+
+def _available(installs: dict[str, tuple[Path | None, str]], version: str) -> Path:
+    """The `claude` of a version, else skip; CI sets ORCHESTRATOR_E2E_REQUIRED=1, and there a
+    CLI that cannot be installed is a failure: the end-to-end tests never pass by skipping."""
+    path, reason = installs[version]
     if path is None:
         if os.environ.get("ORCHESTRATOR_E2E_REQUIRED") == "1":
-            pytest.fail(f"Claude Code CLI unavailable (and required): {reason}")
-        pytest.skip(f"Claude Code CLI unavailable: {reason}")
+            pytest.fail(f"Claude Code CLI {version} unavailable (and required): {reason}")
+        pytest.skip(f"Claude Code CLI {version} unavailable: {reason}")
     return path
+
+
+@pytest.fixture(scope="session")
+def claude_bin(claude_installs: dict[str, tuple[Path | None, str]]) -> Path:
+    """The pinned real `claude` executable."""
+    return _available(claude_installs, CLI_VERSION)
+
+
+@pytest.fixture(params=TESTED_VERSIONS)
+def versioned_claude(
+    request: pytest.FixtureRequest, claude_installs: dict[str, tuple[Path | None, str]]
+) -> tuple[str, Path]:
+    """(version, `claude` executable), for each tested version in turn."""
+    version: str = request.param
+    return version, _available(claude_installs, version)
 
 
 @pytest.fixture

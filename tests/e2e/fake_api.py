@@ -11,6 +11,11 @@ Standard library only. The server binds 127.0.0.1 on a free port and serves from
 A request picks its scenario by the first `SCENARIO:<name>` marker in its `messages` (the CLI sends
 the user prompt there, and repeats it on every turn), else the server's default scenario. So several
 CLI processes can share one server, each with its own scenario and usage numbers.
+
+A request without `tools` is a side call, not a turn of the conversation: CLIs 1.0.x and 2.0.0 ask
+a small model to extract file paths from a Bash command, or to title an earlier session, and those
+calls never show in the stream (only in the result's figures). They are answered with plain text
+and `side_usage`, and counted apart (`side_sent`), whatever marker they carry.
 """
 
 from __future__ import annotations
@@ -39,11 +44,12 @@ ERROR_KINDS: dict[str, tuple[int, str, str]] = {
     "err500": (500, "api_error", "fake internal error"),
     "err529": (529, "overloaded_error", "fake overloaded"),
 }
-STREAM_KINDS = ("text", "tool", "slow", "broken")
+STREAM_KINDS = ("text", "tool", "task", "slow", "broken")
 KINDS = (*STREAM_KINDS, *ERROR_KINDS, "hang")
 
 TOOL_INPUT = {"command": "echo hi", "description": "Print hi"}
 DEFAULT_MAX_LIFETIME_S = 600.0
+SIDE_TEXT = "Fake side answer"
 
 _Send = Callable[[str, dict[str, Any]], None]  # sends one SSE event (name, data)
 
@@ -113,20 +119,33 @@ class Scenario:
     turns: int = 1  # slow: turns in a full run; all but the last ask for a Bash tool call
     retry_after: str = "0"  # err429
     repeat_usage_in_delta: bool = False  # newer API: message_delta repeats input/cache numbers
+    cache_1h: bool = False  # cache writes are 1-hour ones (usage.cache_creation says so)
+    subagent: str = "text"  # task: the scenario of the subagent its Task tool call starts
     sent: Usage = Usage()  # what the server has emitted so far (see FakeAnthropicAPI.sent)
     calls: int = 0  # POST /v1/messages requests answered with this scenario
 
     def usage_for(self, turn: int) -> Usage:
         return self.usages[min(turn, len(self.usages) - 1)]
 
+    def api_usage(self, usage: Usage, output: int | None = None) -> dict[str, Any]:
+        """The usage object of an answer, with the 5-minute/1-hour split of cache writes."""
+        split = (0, usage.cache_creation) if self.cache_1h else (usage.cache_creation, 0)
+        return {
+            **usage.api(output),
+            "cache_creation": {
+                "ephemeral_5m_input_tokens": split[0],
+                "ephemeral_1h_input_tokens": split[1],
+            },
+        }
+
     def wants_tool(self, turn: int) -> bool:
-        if self.kind == "tool":
+        if self.kind in ("tool", "task"):
             return turn == 0
         return self.kind == "slow" and turn < self.turns - 1
 
     @property
     def full_run_turns(self) -> int:
-        return {"text": 1, "tool": 2, "slow": self.turns}.get(self.kind, 0)
+        return {"text": 1, "tool": 2, "task": 2, "slow": self.turns}.get(self.kind, 0)
 
     def expected_total(self) -> Usage:
         """Usage of a complete run of this scenario, summed over its turns."""
@@ -146,6 +165,7 @@ class RequestRecord:
     turn: int | None = None
     stream: bool | None = None
     model: str | None = None
+    side_call: bool = False  # no `tools`: a hidden side call (see the module's docstring)
     status: int | None = None  # None: not answered (yet), e.g. `hang`
     at: float = field(default_factory=time.monotonic)
 
@@ -153,7 +173,9 @@ class RequestRecord:
     def summary(self) -> str:
         """One line for failure messages: `POST /v1/messages?beta=true -> 200 scenario=a1 ...`."""
         line = f"{self.method} {self.path}{'?' + self.query if self.query else ''} -> {self.status}"
-        if self.scenario is not None:
+        if self.side_call:
+            line += " side call"
+        elif self.scenario is not None:
             line += f" scenario={self.scenario} turn={self.turn}"
         return f"{line} {self.body_summary}".rstrip()
 
@@ -165,6 +187,20 @@ class RequestRecord:
             parts += [f"{k}=[{len(self.body[k])}]" for k in ("messages", "tools") if k in self.body]
             return " ".join(parts)
         return "" if self.body is None else repr(self.body)[:80]
+
+    def user_texts(self) -> list[str]:
+        """Every text the request's user messages hold (a string content is one text)."""
+        messages = self.body.get("messages") if isinstance(self.body, dict) else None
+        texts: list[str] = []
+        for message in messages or []:
+            if not isinstance(message, dict) or message.get("role") != "user":
+                continue
+            content = message.get("content")
+            if isinstance(content, str):
+                texts.append(content)
+            elif isinstance(content, list):
+                texts += [b["text"] for b in content if isinstance(b, dict) and "text" in b]
+        return texts
 
 
 class _Server(ThreadingHTTPServer):
@@ -200,7 +236,9 @@ class ClientGone(Exception):
 class FakeAnthropicAPI:
     """The fake server; one use (start, stop). Built-in scenarios are named after their kinds.
 
-    Kinds: text (one turn), tool (a Bash `echo hi` call, then text), slow (deltas with pauses,
+    Kinds: text (one turn), tool (a Bash `echo hi` call, then text), task (a Task tool call
+    whose subagent's requests carry the marker of scenario `subagent`, then text; the
+    subagent's usage is its own scenario's), slow (deltas with pauses,
     `turns` turns), broken (a stream dropped after message_start: the CLI retries without
     streaming and gets a JSON message), err400/401/429/500/529 (Anthropic error JSON), hang
     (never answers). Connection refused: point the client at `free_port()`.
@@ -210,9 +248,12 @@ class FakeAnthropicAPI:
         self,
         default_scenario: str = "text",
         max_lifetime_s: float = DEFAULT_MAX_LIFETIME_S,
+        side_usage: Usage = Usage(61, 7, 0, 0),
     ) -> None:
         self.default_scenario = default_scenario
         self.max_lifetime_s = max_lifetime_s
+        self.side_usage = side_usage
+        self._side = Scenario("(side calls)", "text", [side_usage], text=SIDE_TEXT)
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._scenarios: dict[str, Scenario] = {}
@@ -283,7 +324,7 @@ class FakeAnthropicAPI:
 
         Usage is one turn's numbers (`input=`, `output=`, ...) or a per-turn list `usages=`
         (dicts with keys input/output/cache_creation/cache_read). Options are Scenario fields:
-        text, deltas, delay_s, turns, retry_after, repeat_usage_in_delta.
+        text, deltas, delay_s, turns, retry_after, repeat_usage_in_delta, cache_1h, subagent.
         """
         if kind not in KINDS:
             raise ValueError(f"unknown scenario kind {kind!r}; expected one of {KINDS}")
@@ -301,6 +342,16 @@ class FakeAnthropicAPI:
 
     def scenario(self, name: str) -> Scenario:
         return self._scenarios[name]
+
+    @property
+    def side_sent(self) -> Usage:
+        """Usage emitted so far in answers to side calls (requests without `tools`)."""
+        with self._lock:
+            return self._side.sent
+
+    @property
+    def side_calls(self) -> list[RequestRecord]:
+        return [r for r in self.requests if r.side_call]
 
     def sent(self, name: str) -> Usage:
         """Usage emitted so far for a scenario, counted the way a client must count it.
@@ -403,10 +454,14 @@ class FakeAnthropicAPI:
         messages = body.get("messages") or []
         record.model = str(body.get("model") or "claude-fake")
         record.stream = body.get("stream") is True
+        record.side_call = "tools" not in body
         # The turn is how many answers the conversation already holds; no per-client state.
         record.turn = sum(
             1 for m in messages if isinstance(m, dict) and m.get("role") == "assistant"
         )
+        if record.side_call:  # answered apart, whatever marker it quotes: no scenario's
+            self._answer(h, record, self._side)
+            return
         match = SCENARIO_MARKER.search(json.dumps(messages))
         record.scenario = match.group(1) if match else self.default_scenario
         scenario = self._scenarios.get(record.scenario)
@@ -414,6 +469,10 @@ class FakeAnthropicAPI:
             message = f"fake API: unknown scenario {record.scenario!r}"
             _send_error(h, 400, "invalid_request_error", message)
             return
+        self._answer(h, record, scenario)
+
+    def _answer(self, h: _Handler, record: RequestRecord, scenario: Scenario) -> None:
+        assert record.turn is not None and record.model is not None
         with self._lock:
             scenario.calls += 1
         msg_id = f"msg_fake_{next(self._ids):03d}_{uuid.uuid4().hex[:8]}"
@@ -439,6 +498,16 @@ class FakeAnthropicAPI:
         """The content blocks of one answer (full form, as in a non-streaming message)."""
         if scenario.wants_tool(turn):
             tool_id = f"toolu_{msg_id.removeprefix('msg_')}"
+            if scenario.kind == "task":
+                task = {
+                    "description": "Say hi",
+                    "prompt": f"SCENARIO:{scenario.subagent} say hi",
+                    "subagent_type": "general-purpose",
+                }
+                return [
+                    {"type": "text", "text": "Delegating."},
+                    {"type": "tool_use", "id": tool_id, "name": "Task", "input": task},
+                ]
             return [
                 {"type": "text", "text": "Running echo."},
                 {"type": "tool_use", "id": tool_id, "name": "Bash", "input": TOOL_INPUT},
@@ -449,7 +518,7 @@ class FakeAnthropicAPI:
         self, h: _Handler, scenario: Scenario, turn: int, model: str, msg_id: str
     ) -> None:
         usage = scenario.usage_for(turn)
-        message = _message(msg_id, model, usage.api())
+        message = _message(msg_id, model, scenario.api_usage(usage))
         message["content"] = self._blocks(scenario, turn, msg_id)
         message["stop_reason"] = "tool_use" if scenario.wants_tool(turn) else "end_turn"
         with self._counting(scenario, usage):
@@ -464,7 +533,9 @@ class FakeAnthropicAPI:
             self._stream_block(send, scenario, index, block)
         stop_reason = "tool_use" if scenario.wants_tool(turn) else "end_turn"
         delta_usage = (
-            usage.api() if scenario.repeat_usage_in_delta else {"output_tokens": usage.output}
+            scenario.api_usage(usage)
+            if scenario.repeat_usage_in_delta
+            else {"output_tokens": usage.output}
         )
         delta = {
             "type": "message_delta",
@@ -491,7 +562,7 @@ class FakeAnthropicAPI:
     def _send_message_start(
         self, send: _Send, scenario: Scenario, usage: Usage, model: str, msg_id: str
     ) -> None:
-        message = _message(msg_id, model, usage.api(output=1))
+        message = _message(msg_id, model, scenario.api_usage(usage, output=1))
         with self._counting(
             scenario, Usage(usage.input, 1, usage.cache_creation, usage.cache_read)
         ):

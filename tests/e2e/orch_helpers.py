@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from claude_cli import parse_stream_json
 from fake_api import FakeAnthropicAPI, Usage
 
 ORCHESTRATOR = Path(sys.executable).parent / "orchestrator"
@@ -144,3 +146,44 @@ def group_is_gone(pgid: int) -> bool:
     except ProcessLookupError:
         return True
     return False
+
+
+@dataclass(frozen=True)
+class TeeClaude:
+    """A real `claude` behind a bash wrapper that copies each process's argv and stdout to
+    `<folder>/<pid>.argv` and `<pid>.out` (the pid is the one the orchestrator launched:
+    the wrapper execs the CLI). So a test can read the very result line a process printed.
+    """
+
+    path: Path
+    folder: Path
+
+    @classmethod
+    def around(cls, real: Path, folder: Path, drop_results: bool = False) -> TeeClaude:
+        """With `drop_results`, the orchestrator never sees a result line (the copy does):
+        it then ends on its live counts and its own cost estimate."""
+        folder.mkdir(parents=True)
+        path = folder / "claude"
+        logs = shlex.quote(str(folder))
+        drop = ' | grep --line-buffered -v \'"type":"result"\'' if drop_results else ""
+        path.write_text(
+            "#!/bin/bash\n"
+            f"printf '%s\\0' \"$@\" > {logs}/$$.argv\n"
+            f"exec > >(tee {logs}/$$.out{drop})\n"
+            f'exec {shlex.quote(str(real))} "$@"\n'
+        )
+        path.chmod(0o755)
+        return cls(path, folder)
+
+    def argv(self, pid: int) -> list[str]:
+        return (self.folder / f"{pid}.argv").read_text().split("\0")[:-1]
+
+    def lines(self, pid: int) -> list[dict[str, Any]]:
+        """The JSON lines process `pid` printed."""
+        return parse_stream_json((self.folder / f"{pid}.out").read_text())
+
+    def result(self, pid: int) -> dict[str, Any]:
+        """The (last) result line process `pid` printed."""
+        results = [line for line in self.lines(pid) if line.get("type") == "result"]
+        assert results, f"process {pid} printed no result line"
+        return results[-1]

@@ -1,7 +1,7 @@
 """The fake Messages API, checked against the real Claude Code CLI (no orchestrator involved).
 
-Each test runs `claude -p ... --output-format stream-json --verbose --include-partial-messages`
-against the fake and checks that the CLI reports exactly the usage the fake sent.
+Each test runs `claude -p --output-format stream-json --verbose --include-partial-messages --
+PROMPT` against the fake and checks that the CLI reports exactly the usage the fake sent.
 """
 
 from __future__ import annotations
@@ -264,8 +264,14 @@ def post(url: str, body: dict[str, Any]) -> tuple[int, dict[str, str], dict[str,
         return error.code, dict(error.headers), json.load(error)
 
 
-def user_prompt(text: str) -> dict[str, Any]:
-    return {"model": "claude-x", "max_tokens": 10, "messages": [{"role": "user", "content": text}]}
+def user_prompt(text: str, tools: bool = True) -> dict[str, Any]:
+    """A request body; a conversation's turn has `tools` (the CLI always sends them)."""
+    body: dict[str, Any] = {
+        "model": "claude-x",
+        "max_tokens": 10,
+        "messages": [{"role": "user", "content": text}],
+    }
+    return {**body, "tools": []} if tools else body
 
 
 def test_fake_answers_without_streaming_and_in_error_format() -> None:
@@ -277,7 +283,11 @@ def test_fake_answers_without_streaming_and_in_error_format() -> None:
         assert status == 200
         assert message["model"] == "claude-x"
         assert message["content"] == [{"type": "text", "text": "hi from the fake API"}]
-        assert message["usage"] == Usage(5, 6, 7, 8).api()
+        assert Usage.from_api(message["usage"]) == Usage(5, 6, 7, 8)
+        assert message["usage"]["cache_creation"] == {
+            "ephemeral_5m_input_tokens": 7,
+            "ephemeral_1h_input_tokens": 0,
+        }
         assert fake.sent("j1") == Usage(5, 6, 7, 8)
 
         status, headers, error = post(url, user_prompt("SCENARIO:err429 hi"))
@@ -291,6 +301,43 @@ def test_fake_answers_without_streaming_and_in_error_format() -> None:
         status, _, counted = post(f"{fake.base_url}/v1/messages/count_tokens", user_prompt("x"))
         assert status == 200 and counted["input_tokens"] > 0
         assert [r.status for r in fake.requests] == [200, 429, 400, 200]
+
+
+def test_fake_answers_side_calls_apart_from_any_scenario() -> None:
+    # Older CLIs make hidden calls without tools (Bash path extraction, session titles);
+    # they may carry a scenario's marker (a title quotes the prompt) but are not its turns.
+    with FakeAnthropicAPI(side_usage=Usage(9, 8, 7, 6)) as fake:
+        fake.add_scenario("t1", "tool", usages=[Usage(5, 6, 7, 8)])
+        url = f"{fake.base_url}/v1/messages?beta=true"
+
+        status, _, message = post(url, user_prompt("Title this: SCENARIO:t1 hi", tools=False))
+        assert status == 200
+        assert message["content"] == [{"type": "text", "text": "Fake side answer"}]
+        assert Usage.from_api(message["usage"]) == Usage(9, 8, 7, 6)
+        assert fake.side_sent == Usage(9, 8, 7, 6)
+        assert fake.sent("t1") == Usage()
+        status, _, message = post(url, user_prompt("SCENARIO:t1 hi"))
+        assert [block["type"] for block in message["content"]] == ["text", "tool_use"]
+        assert fake.sent("t1") == Usage(5, 6, 7, 8)
+        assert fake.side_sent == Usage(9, 8, 7, 6)
+        assert [(r.side_call, r.scenario) for r in fake.requests] == [(True, None), (False, "t1")]
+        assert [r.side_call for r in fake.requests_for("t1")] == [False]
+        assert fake.requests[0].user_texts() == ["Title this: SCENARIO:t1 hi"]
+
+
+def test_fake_task_scenario_starts_a_subagent_of_another_scenario() -> None:
+    with FakeAnthropicAPI() as fake:
+        fake.add_scenario("m", "task", usages=[Usage(1, 2, 3, 4)], subagent="s")
+        fake.add_scenario("s", "text", usages=[Usage(5, 6, 7, 8)], text="sub says hi")
+        url = f"{fake.base_url}/v1/messages?beta=true"
+
+        _, _, message = post(url, user_prompt("SCENARIO:m go"))
+        text, task = message["content"]
+        assert (text["type"], task["name"], message["stop_reason"]) == ("text", "Task", "tool_use")
+        # The subagent's own request carries its prompt: the scenario named by `subagent`.
+        _, _, answer = post(url, user_prompt(task["input"]["prompt"]))
+        assert answer["content"] == [{"type": "text", "text": "sub says hi"}]
+        assert (fake.sent("m"), fake.sent("s")) == (Usage(1, 2, 3, 4), Usage(5, 6, 7, 8))
 
 
 def test_fake_stops_by_itself_after_its_lifetime() -> None:

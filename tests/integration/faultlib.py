@@ -82,6 +82,8 @@ def fake_claude(folder: Path, name: str = "claude", prelude: Sequence[str] = ())
     piddir.mkdir(parents=True, exist_ok=True)
     lines = [
         "#!/bin/sh",
+        # The orchestrator's version check is not an instance: no PID, no prelude.
+        f'[ "$*" = --version ] && exec "{PYTHON}" "{SIMULATOR}" --version',
         f"PIDDIR='{piddir}'",
         'echo $$ > "$PIDDIR/$$.pid"',
         *prelude,
@@ -98,6 +100,8 @@ _FILTER = '''\
 import os, subprocess, sys
 from pathlib import Path
 
+if sys.argv[1:] == ["--version"]:  # the orchestrator's version check: not an instance
+    os.execv({python!r}, [{python!r}, {simulator!r}, "--version"])
 Path({piddir!r}, f"{{os.getpid()}}.pid").write_text(str(os.getpid()))
 INJECT = [line.encode() for line in {inject!r}]
 sim = subprocess.Popen([{python!r}, {simulator!r}, *sys.argv[1:]], stdout=subprocess.PIPE)

@@ -49,6 +49,8 @@ from orchestrator import simulator
 RECORD = {record!r}
 COPY_STDOUT = {copy_stdout!r}
 LINGER_LINES = {linger_lines!r}
+if sys.argv[1:] == ["--version"]:  # the orchestrator's version check: not an instance
+    sys.exit(simulator.main(["--version"]))
 pid = os.getpid()
 lines_left = None  # lines still to print after SIGTERM (with LINGER_LINES)
 
@@ -110,7 +112,7 @@ class Launch:
 
     @property
     def prompt(self) -> str:
-        return self.argv[self.argv.index("-p") + 1]
+        return self.argv[self.argv.index("--") + 1]
 
 
 class FakeClaude:

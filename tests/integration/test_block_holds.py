@@ -28,6 +28,9 @@ PYTHON = sys.executable
 _CALLER = """\
 #!{python}
 import json, os, sys, time
+if sys.argv[1:] == ["--version"]:
+    print("2.1.197 (Claude Code)")
+    sys.exit(0)
 log = open(os.path.join({calls!r}, str(os.getpid())), "a", buffering=1)
 out = sys.stdout
 def emit(obj):

@@ -157,14 +157,14 @@ def test_dry_run_prints_every_argv_and_the_budgets_and_launches_nothing(runner: 
     assert result.returncode == 0, result.stdout + result.stderr
     claude = str(runner.claude.path)
     analyze_argv = [
-        claude, "-p", "/analyze src", "--output-format", "stream-json", "--verbose",
+        claude, "-p", "--output-format", "stream-json", "--verbose",
         "--include-partial-messages", "--permission-mode", "plan",
         "--allowedTools", "Read", "Grep", "--model", "claude-sonnet-4-5",
-        *Sim().args(), "--sim-calls=1",
+        *Sim().args(), "--sim-calls=1", "--", "/analyze src",
     ]  # fmt: skip
     plain_argv = [
-        claude, "-p", "say hi", "--output-format", "stream-json", "--verbose",
-        "--include-partial-messages", "--sim-calls=1",
+        claude, "-p", "--output-format", "stream-json", "--verbose",
+        "--include-partial-messages", "--sim-calls=1", "--", "say hi",
     ]  # fmt: skip
     assert len(result.lines_with(shlex.join(analyze_argv))) == 1, result.stdout
     assert len(result.lines_with(shlex.join(plain_argv))) == 1, result.stdout
@@ -181,7 +181,13 @@ def test_dry_run_needs_no_installed_claude(runner: Runner) -> None:
     result = runner.run("/a", "--dry-run", "--claude-bin=/opt/nowhere/claude", claude_bin=False)
 
     assert result.returncode == 0, result.stderr
-    assert "/opt/nowhere/claude -p /a --output-format stream-json" in result.stdout
+    assert "/opt/nowhere/claude -p --output-format stream-json" in result.stdout
+    assert result.stdout.rstrip().endswith("budgets: none")
+    assert "-- /a" in result.stdout
+    # It says, in one line, that a real run would not find the executable.
+    [warning] = result.stderr.splitlines()
+    assert warning.startswith("orchestrator: warning: claude executable /opt/nowhere/claude")
+    assert "does not exist" in warning
 
 
 def test_help_and_version(runner: Runner) -> None:

@@ -104,8 +104,7 @@ def test_command_mode_with_claude_bin_from_environment(runner: Runner) -> None:
     assert inst["command"] == "/analyze src --deep"
     assert inst["tokens"] == Sim(calls=1).usage()
     [launch] = runner.claude.launches()
-    assert launch.argv[:2] == ["-p", "/analyze src --deep"]
-    assert launch.argv[-1] == "--sim-calls=1"
+    assert launch.argv[-3:] == ["--sim-calls=1", "--", "/analyze src --deep"]
 
 
 def test_workspace_is_the_working_directory_of_every_instance(runner: Runner) -> None:

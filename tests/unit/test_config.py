@@ -390,12 +390,28 @@ def test_instance_argv() -> None:
     )
     run = RunConfig((spec,), BudgetConfig(), ("py", "sim.py"), extra_args=("--all",))
     assert instance_argv(run, spec) == [
-        "py", "sim.py", "-p", "/analyze src", "--output-format", "stream-json", "--verbose",
+        "py", "sim.py", "-p", "--output-format", "stream-json", "--verbose",
         "--include-partial-messages", "--permission-mode", "plan", "--allowedTools", "Read",
-        "Grep", "--session-id", "s", "--model", "m", "--own", "--all",
+        "Grep", "--session-id", "s", "--model", "m", "--own", "--all", "--", "/analyze src",
     ]  # fmt: skip
     bare = InstanceSpec(name="n", prompt="hi", budget_key="n")
     assert instance_argv(RunConfig((bare,), BudgetConfig(), ("claude",)), bare) == [
-        "claude", "-p", "hi", "--output-format", "stream-json", "--verbose",
-        "--include-partial-messages",
+        "claude", "-p", "--output-format", "stream-json", "--verbose",
+        "--include-partial-messages", "--", "hi",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("prompt", ["--help", "-x is a flag?", "--", "-p"])
+def test_a_prompt_that_looks_like_an_option_comes_last_after_dashes(prompt: str) -> None:
+    spec = InstanceSpec(name="n", prompt=prompt, budget_key="n", claude_args=("--own",))
+    argv = instance_argv(RunConfig((spec,), BudgetConfig(), ("claude",)), spec)
+    assert argv[-2:] == ["--", prompt]
+    assert argv.index("--") == len(argv) - 2  # the first "--" ends the options
+
+
+def test_instance_argv_without_partial_messages_for_an_old_cli() -> None:
+    spec = InstanceSpec(name="n", prompt="hi", budget_key="n", model="m")
+    run = RunConfig((spec,), BudgetConfig(), ("claude",), partial_messages=False)
+    assert instance_argv(run, spec) == [
+        "claude", "-p", "--output-format", "stream-json", "--verbose", "--model", "m", "--", "hi",
     ]  # fmt: skip

@@ -1,4 +1,9 @@
-"""Every shared stream-json fixture, fed line by line as bytes, gives the MANIFEST's figures."""
+"""Every stream-json fixture, fed line by line as bytes, gives its MANIFEST's figures.
+
+The project's own fixtures (tests/fixtures/stream-json, printed by the real CLI against the
+tests' fake API: tests/fixtures/record.py) always run; the shared set (the repo's sibling
+../shared, with public transcripts) is an extra check where it exists.
+"""
 
 from __future__ import annotations
 
@@ -10,23 +15,27 @@ import pytest
 
 from budget_core import TokenUsage, UsageTracker
 
-FIXTURES = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures" / "stream-json"
-MANIFEST = FIXTURES / "MANIFEST.json"
-EXPECTED_FIXTURE_COUNT = 17
-SKIP_REASON = f"shared stream-json fixtures not found at {FIXTURES} (the repo's sibling ../shared)"
+ROOT = Path(__file__).resolve().parents[2]
+OWN = ROOT / "tests" / "fixtures" / "stream-json"
+SHARED = ROOT / ".." / "shared" / "fixtures" / "stream-json"
+EXPECTED_FIXTURE_COUNT = {OWN: 18, SHARED: 17}
+SKIP_REASON = f"shared stream-json fixtures not found at {SHARED} (the repo's sibling ../shared)"
+needs_shared = pytest.mark.skipif(not (SHARED / "MANIFEST.json").is_file(), reason=SKIP_REASON)
 
-pytestmark = pytest.mark.skipif(not MANIFEST.is_file(), reason=SKIP_REASON)
 
-
-def _manifest() -> dict[str, dict[str, Any]]:
-    fixtures: dict[str, dict[str, Any]] = json.loads(MANIFEST.read_text(encoding="utf-8"))[
-        "fixtures"
-    ]
+def _manifest(folder: Path) -> dict[str, dict[str, Any]]:
+    manifest = json.loads((folder / "MANIFEST.json").read_text(encoding="utf-8"))
+    fixtures: dict[str, dict[str, Any]] = manifest["fixtures"]
     return fixtures
 
 
-def _fixture_names() -> list[str]:
-    return sorted(_manifest()) if MANIFEST.is_file() else ["<fixtures absent>"]
+def _cases() -> list[Any]:
+    cases = [pytest.param(OWN, name, id=f"own/{name}") for name in sorted(_manifest(OWN))]
+    if (SHARED / "MANIFEST.json").is_file():
+        cases += [pytest.param(SHARED, n, id=f"shared/{n}") for n in sorted(_manifest(SHARED))]
+    else:
+        cases.append(pytest.param(SHARED, "", id="shared", marks=needs_shared))
+    return cases
 
 
 def _is_result_line(line: bytes) -> bool:
@@ -46,19 +55,22 @@ def _as_usage(expected: dict[str, int]) -> TokenUsage:
     )
 
 
-def test_manifest_lists_every_fixture_file() -> None:
-    names = set(_manifest())
-    assert len(names) == EXPECTED_FIXTURE_COUNT
-    on_disk = {p.name for p in FIXTURES.glob("*.jsonl")}
+@pytest.mark.parametrize(
+    "folder", [pytest.param(OWN, id="own"), pytest.param(SHARED, id="shared", marks=needs_shared)]
+)
+def test_manifest_lists_every_fixture_file(folder: Path) -> None:
+    names = set(_manifest(folder))
+    assert len(names) == EXPECTED_FIXTURE_COUNT[folder]
+    on_disk = {p.name for p in folder.glob("*.jsonl")}
     assert names == on_disk
 
 
-@pytest.mark.parametrize("name", _fixture_names())
-def test_fixture_conforms_to_manifest(name: str) -> None:
-    expected = _manifest()[name]
+@pytest.mark.parametrize(("folder", "name"), _cases())
+def test_fixture_conforms_to_manifest(folder: Path, name: str) -> None:
+    expected = _manifest(folder)[name]
     tracker = UsageTracker()
     live_before_result: TokenUsage | None = None
-    for line in (FIXTURES / name).read_bytes().splitlines(keepends=True):
+    for line in (folder / name).read_bytes().splitlines(keepends=True):
         if live_before_result is None and _is_result_line(line):
             live_before_result = tracker.usage
         tracker.feed_line(line)

@@ -159,6 +159,36 @@ def test_parse_config_ignores_claude_flags_and_flags_beat_env() -> None:
     assert parse_config(["hello", "-p"], {}).prompt == "hello"
 
 
+def test_parse_config_takes_everything_after_dashes_as_the_prompt() -> None:
+    # As the orchestrator runs it: options first, then "--" and the prompt, whatever it is.
+    head = ["-p", "--output-format", "stream-json", "--verbose", PARTIAL]
+    cfg = parse_config(
+        [*head, "--allowedTools", "Read", "Grep", "--sim-calls=1", "--", "--help"], {}
+    )
+    assert (cfg.prompt, cfg.partial, cfg.calls) == ("--help", True, 1)
+    # A prompt that looks like a --sim-* flag is a prompt, not a flag.
+    cfg = parse_config(["-p", "--verbose", "--", "--sim-calls=3"], {})
+    assert (cfg.prompt, cfg.partial, cfg.calls) == ("--sim-calls=3", False, 2)
+    assert parse_config(["-p", "--", "-x is a flag?"], {}).prompt == "-x is a flag?"
+    # A wrapper may append --sim-* flags after the prompt ("$@" --sim-calls=1).
+    cfg = parse_config(["-p", "--", "--sim-calls=3", "--sim-calls=1"], {})
+    assert (cfg.prompt, cfg.calls) == ("--sim-calls=3", 1)
+
+
+@pytest.mark.parametrize("args", [["--version"], ["--version", "--sim-calls=1"]])
+def test_version_is_the_one_it_imitates(args: list[str]) -> None:
+    done = subprocess.run(
+        [sys.executable, str(SIMULATOR), *args], capture_output=True, text=True, timeout=10
+    )
+    assert (done.returncode, done.stdout) == (0, "2.1.197 (Claude Code simulator)\n")
+
+
+def test_a_prompt_of_version_is_a_prompt() -> None:
+    done = run_sim("--sim-calls=1", "--", "--version", timeout=20)
+    assert done.returncode == 0
+    assert records(done.stdout)[-1]["type"] == "result"
+
+
 # -- normal runs -----------------------------------------------------------------------------
 
 
