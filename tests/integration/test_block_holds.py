@@ -386,6 +386,7 @@ def test_a_result_below_the_stream_never_lowers_the_budget(tmp_path: Path) -> No
         "subtype": "success",
         "is_error": False,
         "usage": {"input_tokens": 100, "output_tokens": 10},
+        "modelUsage": {"claude-sonnet-4-5": {"inputTokens": 100, "outputTokens": 10}},
         "total_cost_usd": 0.0001,
     }
     script.write_text(
