@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import secrets
 import selectors
 import signal
 import subprocess
@@ -19,6 +20,8 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+
+from orchestrator.descendants import INSTANCE_ENV, kill_all, strays
 
 PARTIAL_MESSAGES_SINCE = (1, 0, 109)
 # `claude --version` of the 1.0.x and 2.0.x npm CLIs (Node, a 9 MB bundle) took up to 4 s on a
@@ -93,6 +96,9 @@ def check_version(claude_cmd: Sequence[str], timeout_s: float = TIMEOUT_S) -> Ve
 
 
 def _check_version(claude_cmd: Sequence[str], timeout_s: float) -> VersionCheck:
+    # Marked like an instance: what it starts outside its group (setsid) is found and
+    # killed too, once this (subreaper) process has inherited it.
+    token = f"{os.getpid()}-{secrets.token_hex(4)}-version"
     try:
         proc = subprocess.Popen(
             [*claude_cmd, "--version"],
@@ -100,6 +106,7 @@ def _check_version(claude_cmd: Sequence[str], timeout_s: float) -> VersionCheck:
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
+            env={**os.environ, INSTANCE_ENV: token},
         )
     except OSError as exc:
         return VersionCheck(None, f"--version could not start: {exc.strerror or exc}")
@@ -107,6 +114,7 @@ def _check_version(claude_cmd: Sequence[str], timeout_s: float) -> VersionCheck:
         output, problem = _read_output(proc, timeout_s)
     finally:
         _kill_group(proc)
+        kill_all(strays(token))
     if problem is None and proc.returncode != 0:
         problem = f"--version exited with status {proc.returncode}"
     if problem is not None:

@@ -515,6 +515,14 @@ async def _run_headless(
         output.unwatch()
         for sig in HANDLED_SIGNALS:
             loop.remove_signal_handler(sig)
+        _ignore_stop_signals()
+
+
+def _ignore_stop_signals() -> None:
+    """The run is over and every instance stopped: a Ctrl-C now (a second one, typed a
+    moment late) must not cost the summary, which is written next."""
+    for sig in HANDLED_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def tui_refusal() -> str | None:
@@ -619,6 +627,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         say(f"orchestrator: error: {exc}", sys.stderr)
         return 2
+    # What leaves an instance's (or the version check's) process group (setsid) becomes
+    # ours when orphaned, so it is found and stopped with it (the process is ours alone).
+    become_subreaper()
     if not args.demo and shutil.which(run.claude_cmd[0]):
         try:
             run = _adapt_to_claude_version(run)
@@ -632,9 +643,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         say(f"orchestrator: error: {exc}", sys.stderr)
         return 2
-    # What leaves an instance's process group (setsid) becomes ours when orphaned, so the
-    # run finds and stops it with its instance (the process is the orchestrator's alone).
-    become_subreaper()
     orchestrator = Orchestrator(run, budgets=manager, prices=prices, ledger=ledger)
     output = Output(sys.stdout, on_gone=lambda: _output_gone(orchestrator))
     _setup_logging(output, args.quiet)
@@ -659,6 +667,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         orchestrator.kill_now(f"stopped: the run failed ({type(error).__name__})")
         say(failure_report(error), sys.stderr)
         code, meaning = 1, "the run failed (a bug in the orchestrator, see the error above)"
+    _ignore_stop_signals()
     if orchestrator.interrupted_by == signal.SIGPIPE:
         say(
             "orchestrator: stdout was closed (its reader went away): every instance was "

@@ -448,3 +448,19 @@ def test_an_error_building_one_instances_argv_fails_that_instance_only(
     assert views["a"].status == "succeeded"
     assert views["b"].status == "failed"
     assert views["b"].error == f"cannot start {fake.path}: RuntimeError: no argv for b"
+
+
+def test_what_the_version_check_starts_with_setsid_is_gone_too(tmp_path: Path) -> None:
+    """``claude --version`` runs before any instance: its strays are found the same way."""
+    marker = tmp_path / "server.pid"
+    server = tmp_path / "server.sh"
+    server.write_text(f"#!/bin/sh\necho $$ > '{marker}'\nexec sleep 120\n")
+    server.chmod(0o755)
+    claude = tmp_path / "claude"
+    claude.write_text(f"#!/bin/sh\nsetsid '{server}' &\nsleep 0.2\necho '2.1.197 (Claude Code)'\n")
+    claude.chmod(0o755)
+    result = run_orchestrator(["/a go", "--claude-bin", str(claude), "--dry-run"], tmp_path)
+    assert result.code == 0, result
+    wait_until(marker.exists, 5, "the server's pid")
+    server_pid = int(marker.read_text())
+    wait_until(lambda: process_gone(server_pid), 5, "the version check's setsid server to go")

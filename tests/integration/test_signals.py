@@ -3,9 +3,11 @@ Every child must be gone afterwards (checked by the pids the fake claude recorde
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Sequence
@@ -16,6 +18,7 @@ from faultlib import (
     ORCHESTRATOR,
     FakeClaude,
     InTerminal,
+    clean_env,
     fake_claude,
     process_gone,
     read_summary,
@@ -288,3 +291,56 @@ def test_ctrl_c_outside_the_run_is_one_line_and_130(
         orchestrator.cli.entry_point()
     assert exit_.value.code == 130
     assert capsys.readouterr().err == "orchestrator: interrupted\n"
+
+
+_LATE_INTERRUPT = """
+import os, signal, time
+import orchestrator.cli as cli
+
+real_finish = cli._finish
+
+def finish_after_a_late_ctrl_c(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGINT)  # typed a moment after the run ended
+    time.sleep(0.2)
+    return real_finish(*args, **kwargs)
+
+cli._finish = finish_after_a_late_ctrl_c
+cli.entry_point()
+"""
+
+
+def test_a_ctrl_c_after_the_run_does_not_cost_the_summary(tmp_path: Path) -> None:
+    claude = fake_claude(tmp_path)
+    summary = tmp_path / "s.json"
+    done = subprocess.run(
+        [sys.executable, "-c", _LATE_INTERRUPT, "/a", "--claude-bin", str(claude.path),
+         "--summary-json", str(summary), "--status-report-interval", "0"],
+        cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Exit status 0" in done.stdout
+    assert json.loads(summary.read_text())["exit_code"] == 0
+
+
+_CTRL_C_WHILE_IMPORTING = """
+import builtins
+real_import = builtins.__import__
+
+def import_interrupted(name, *args, **kwargs):
+    if name == "orchestrator.cli":
+        raise KeyboardInterrupt  # Ctrl-C while the command's modules load
+    return real_import(name, *args, **kwargs)
+
+builtins.__import__ = import_interrupted
+from orchestrator.entry import entry_point
+entry_point()
+"""
+
+
+def test_a_ctrl_c_while_the_command_starts_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _CTRL_C_WHILE_IMPORTING, "--demo"],
+        cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 130
+    assert done.stderr == "orchestrator: interrupted\n"
