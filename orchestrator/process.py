@@ -64,6 +64,10 @@ def _die_with_parent(parent: int) -> Callable[[], None] | None:
     return arrange
 
 
+class SpawnAbandoned(Exception):
+    """The child was not started: a stop was asked for before its turn to be spawned."""
+
+
 class Spawner:
     """The thread that starts every child of a run (see the module's docstring)."""
 
@@ -71,9 +75,15 @@ class Spawner:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="orchestrator-spawn")
 
     async def popen(
-        self, argv: Sequence[str], cwd: str | None, env: Mapping[str, str] | None
+        self,
+        argv: Sequence[str],
+        cwd: str | None,
+        env: Mapping[str, str] | None,
+        abandoned: threading.Event,
     ) -> subprocess.Popen[bytes]:
         def start() -> subprocess.Popen[bytes]:
+            if abandoned.is_set():  # stopped while it waited for the spawning thread
+                raise SpawnAbandoned
             return subprocess.Popen(
                 list(argv),
                 stdin=subprocess.DEVNULL,
@@ -117,7 +127,13 @@ class ChildProcess:
         self._pipes_closed: list[asyncio.Future[None]] = []
         self._exited: asyncio.Future[None] | None = None
         self._reaped = False
+        self._abandoned = threading.Event()
         self.pid: int | None = None
+
+    def abandon(self) -> None:
+        """Not wanted any more: if it is not spawned yet, it never will be (``start`` then
+        raises ``SpawnAbandoned``); if it is, stopping it is the caller's business."""
+        self._abandoned.set()
 
     async def start(
         self,
@@ -132,10 +148,10 @@ class ChildProcess:
 
         ``on_spawned(self)`` is called as soon as the process exists (it has a pid), before
         any of its output is read. Raises ``OSError`` (or ``ValueError`` for an argument the
-        OS refuses) when it cannot be started.
+        OS refuses) when it cannot be started, ``SpawnAbandoned`` when ``abandon`` came first.
         """
         loop = asyncio.get_running_loop()
-        popen = self._popen = await self._spawner.popen(argv, cwd, env)
+        popen = self._popen = await self._spawner.popen(argv, cwd, env, self._abandoned)
         self.pid = popen.pid
         self._exited = loop.create_future()
         self._watch_exit(loop, popen)

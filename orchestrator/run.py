@@ -42,7 +42,7 @@ from orchestrator.config import InstanceSpec, RunConfig, instance_argv
 from orchestrator.descendants import INSTANCE_ENV, kill_all, strays
 from orchestrator.ledger.base import InstanceRecord, WindowSpend
 from orchestrator.ledger.session import RunLedger
-from orchestrator.process import ChildProcess, ProcessExit, Spawner
+from orchestrator.process import ChildProcess, ProcessExit, SpawnAbandoned, Spawner
 from orchestrator.state import (
     BurnView,
     InstanceStatus,
@@ -79,6 +79,8 @@ class Process(Protocol):
 
     def signal_group(self, sig: int) -> bool: ...
 
+    def abandon(self) -> None: ...
+
     async def wait(self) -> ProcessExit: ...
 
 
@@ -97,6 +99,7 @@ class _Instance:
     tracker: UsageTracker = field(default_factory=UsageTracker)
     status: InstanceStatus = S.PENDING
     process: Process | None = None  # set the moment it has a pid
+    spawning: Process | None = None  # while it is being started
     stop: _StopRequest | None = None
     started_at: float | None = None
     ended_at: float | None = None
@@ -360,7 +363,7 @@ class Orchestrator:
         self._emit(_STATE_CHANGED)
         try:
             argv = instance_argv(self.config, inst.spec)
-            process = self._new_process()
+            process = inst.spawning = self._new_process()
             await process.start(
                 argv,
                 on_line=partial(self._on_line, inst),
@@ -369,6 +372,10 @@ class Orchestrator:
                 cwd=self.config.workspace,
                 env={**os.environ, INSTANCE_ENV: inst.token},
             )
+        except SpawnAbandoned:  # stopped before its turn to be spawned: it never ran
+            assert inst.stop is not None
+            self._end(inst, inst.stop.outcome, inst.stop.reason)
+            self._notice(NoticeKind.STOP, f"{inst.name}: {inst.status} before it started")
         except Exception as exc:  # OSError, ValueError (a NUL byte), or anything else
             if inst.process is not None:  # it did start: none may outlive its failure
                 inst.process.signal_group(signal.SIGKILL)
@@ -462,7 +469,9 @@ class Orchestrator:
         inst.stop = _StopRequest(outcome, reason)
         self._move(inst, S.STOPPING)
         self._notice(NoticeKind.STOP, f"{inst.name}: stopping, {reason}", warning=True)
-        if inst.process is not None and signal_now:
+        if inst.process is None and inst.spawning is not None:
+            inst.spawning.abandon()  # not spawned yet: it never will be
+        elif inst.process is not None and signal_now:
             self._signal_stop(inst)
         self._emit(_STATE_CHANGED)
 

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from budget_core import BudgetManager, Mode, TokenUsage
 from orchestrator.config import BudgetConfig, InstanceSpec, RunConfig
-from orchestrator.process import ProcessExit
+from orchestrator.process import ProcessExit, SpawnAbandoned
 from orchestrator.run import Orchestrator
 from orchestrator.state import InstanceStatus
 
@@ -132,6 +132,10 @@ class FakeProcess:
         self._killed = False
         self.printed = TokenUsage()
         self.name = ""
+        self._abandoned = False
+
+    def abandon(self) -> None:
+        self._abandoned = True
 
     async def start(
         self,
@@ -149,6 +153,8 @@ class FakeProcess:
             self._checker.violations.append(f"{self.name} launched on an exceeded budget")
         FAKES.append(self)
         await asyncio.sleep(script.spawn_delay)
+        if self._abandoned:
+            raise SpawnAbandoned
         if script.spawn_fails:
             raise OSError(2, "No such file or directory")
         self.pid = next(_pids)
@@ -334,7 +340,7 @@ def test_a_budget_crossed_by_the_first_line_stops_all_sixteen_starting_together(
     assert statuses <= {InstanceStatus.STOPPED_BY_BUDGET, InstanceStatus.BLOCKED}
 
 
-def test_a_stop_asked_for_while_starting_is_applied_once_it_has_a_pid() -> None:
+def test_a_stop_asked_for_before_the_spawn_means_no_process_at_all() -> None:
     script = Script(0.05, 0.0, 0.001, (Call(10, 0, 10),), 0)
     schedule = {
         "instances": [("i0", "/a", script)],
@@ -348,6 +354,7 @@ def test_a_stop_asked_for_while_starting_is_applied_once_it_has_a_pid() -> None:
     (view,) = orch.snapshot().instances
     assert view.status is InstanceStatus.CANCELLED, view
     assert view.error == "stopped by request"
+    assert [fake.pid for fake in FAKES] == [None]  # abandoned: never spawned
 
 
 def test_the_lifecycle_has_one_way_through() -> None:
