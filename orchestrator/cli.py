@@ -156,6 +156,19 @@ def _number(
     return parse
 
 
+MIN_REPORT_INTERVAL_S = 0.01  # shorter floods the log (thousands of blocks of bars a second)
+
+
+def _report_interval(text: str) -> float:
+    """0 (final summary only), or at least ``MIN_REPORT_INTERVAL_S``."""
+    value = _number(float, 0, MAX_SECONDS, False)(text)
+    if 0 < value < MIN_REPORT_INTERVAL_S:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} must be 0 (final summary only) or at least {MIN_REPORT_INTERVAL_S:g}"
+        )
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="orchestrator",
@@ -264,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--status-report-interval",
         metavar="SECS",
-        type=_number(float, 0, MAX_SECONDS, False),
+        type=_report_interval,
         default=5.0,
         help="seconds between two blocks of budget bars in the headless log, e.g. 30; "
         "0 = final summary only (default: 5)",
@@ -620,7 +633,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         run = build_run(args)
         manager = _budget_manager(run)
         prices = load_prices()
-        if args.summary_json and (
+        if args.summary_json is not None and (
             problem := output_problem(args.summary_json, run_inputs(args, run))
         ):
             raise ConfigError(f"--summary-json: cannot write there: {problem}")
@@ -708,7 +721,7 @@ def _finish(
 ) -> int:
     close_ledger(orchestrator, code)
     snapshot = orchestrator.snapshot()
-    if args.summary_json:
+    if args.summary_json is not None:
         try:
             write_summary_json(
                 args.summary_json,

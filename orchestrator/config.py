@@ -343,9 +343,10 @@ def _parse_budget(raw: object, where: str) -> BudgetConfig:
     windows: dict[tuple[str, Unit], Window] = {}
 
     def limit(value: object, name: str, budget: tuple[str, Unit]) -> object:
-        """A windowed limit is a string (``"2M/day"``): its window is kept aside and its number
-        returned. A bare limit stays a JSON number, as before."""
-        if not isinstance(value, str) or "/" not in value:
+        """A limit written as a string (``"5k"``, ``"2M/day"``, ``"$2.50/week"``) is read as
+        on the command line: its window kept aside, its number returned. A JSON number is
+        a per-run limit, as before."""
+        if not isinstance(value, str):
             return value
         try:
             number, window = parse_windowed_limit(value, budget[1])

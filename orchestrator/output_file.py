@@ -32,6 +32,10 @@ def output_problem(path: str, inputs: Sequence[tuple[str, str]] = ()) -> str | N
     """Why ``path`` (as the user typed it: ``Path`` drops a trailing slash) cannot be written
     as asked, or None. ``inputs`` are (what, path) pairs of files the run reads, which the
     output must not replace."""
+    if not path:
+        return "the path is empty"
+    if stream := _own_stream(path):
+        return f"{path} is the orchestrator's own {stream}; the log would be overwritten"
     if path.endswith(os.sep):
         return f"{path} names a folder, not a file"
     target = Path(os.path.realpath(path))  # through every symlink
@@ -56,6 +60,23 @@ def output_problem(path: str, inputs: Sequence[tuple[str, str]] = ()) -> str | N
     for what, other in inputs:
         if _same_file(target, other):
             return f"{via} is {what}; it would be overwritten"
+    return None
+
+
+def _own_stream(path: str) -> str | None:
+    """``"standard output"`` when ``path`` is this process's stdout (``/dev/stdout``, or the
+    file it is redirected to), likewise stderr; else None."""
+    try:
+        info = os.stat(path)  # through /proc's links too, to the pipe or file itself
+    except OSError:
+        return None
+    for fd, name in ((1, "standard output"), (2, "standard error")):
+        try:
+            mine = os.fstat(fd)
+        except OSError:
+            continue
+        if (info.st_dev, info.st_ino) == (mine.st_dev, mine.st_ino):
+            return name
     return None
 
 

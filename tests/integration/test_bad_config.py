@@ -95,7 +95,10 @@ def test_bad_instances(
     [
         ({"command_budgets": {"/a": 0}}, "'command_budgets./a' must be a number > 0, not 0"),
         ({"command_budgets": {"/a": -5}}, "must be a number > 0, not -5"),
-        ({"command_budgets": {"/a": "lots"}}, "must be a number > 0, not 'lots'"),
+        (
+            {"command_budgets": {"/a": "lots"}},
+            "'command_budgets./a': limit 'lots' is not a number like 50000, 50k",
+        ),
         ({"command_budgets": {"/a": True}}, "must be a number > 0, not True"),
         ({"command_budgets": {"/a": 1.5}}, "must be a whole number of tokens, not 1.5"),
         ({"command_budgets": {" ": 5}}, "'command_budgets' has an empty key"),

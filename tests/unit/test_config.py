@@ -183,7 +183,7 @@ def test_every_budget_key() -> None:
     [
         ({"overall_budget": 0}, "'overall_budget' must be a number > 0"),
         ({"overall_budget": -5}, "'overall_budget'"),
-        ({"overall_budget": "50k"}, "'overall_budget'"),
+        ({"overall_budget": "lots"}, "'overall_budget'"),  # "50k" reads as 50,000
         ({"overall_budget": 10.5}, "whole number"),
         ({"overall_cost_budget": 0}, "'overall_cost_budget'"),
         ({"overall_cost_budget": False}, "'overall_cost_budget'"),
