@@ -117,6 +117,7 @@ async def test_run_window_budgets_keep_the_progress_bar() -> None:
     async with app.run_test(size=(120, 35)) as pilot:
         windows_half_spent_and_exceeded(run)
         await pilot.pause()
+        app.sync()
         for key, unit in ((OVERALL, Unit.TOKENS), ("/analyze", Unit.TOKENS), ("/review", Unit.USD)):
             row = row_of(app, key, unit)
             assert len(row.query(ProgressBar)) == 1 and not row.query(WindowBar)
@@ -131,6 +132,8 @@ async def test_the_amounts_say_their_window_uncut(size: tuple[int, int]) -> None
     app = make(run)
     async with app.run_test(size=size) as pilot:
         windows_half_spent_and_exceeded(run)
+        await pilot.pause()
+        app.sync()
         await pilot.pause()
         for key, text in (("/test", "30.8K/20K last 5h"), ("/review", "159K/240K today")):
             used = row_of(app, key).query_one(".used", Label)
