@@ -25,6 +25,7 @@ from budget_core.formatting import (
     format_usd,
     render_bar,
     render_window_bar,
+    window_bar_cells,
 )
 from budget_core.levels import BudgetLevel, level_for
 from budget_core.pricing import ModelPrices, PriceTable, default_price_table
@@ -87,4 +88,5 @@ __all__ = [
     "render_bar",
     "render_window_bar",
     "unprintable_character",
+    "window_bar_cells",
 ]

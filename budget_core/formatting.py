@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 from budget_core.budgets import BudgetState, Unit
 
@@ -52,12 +53,22 @@ def render_bar(used: float, limit: float, width: int = 20) -> str:
     return "[" + "#" * filled + "-" * (width - filled) + "]"
 
 
-def render_window_bar(before: float, used: float, limit: float, width: int = 20) -> str:
-    """A windowed budget's bar: ``#`` spend before this run (earlier and other runs), ``=``
-    this run's, ``-`` what is left: ``[####====------------]``; ``!`` last once past 100%.
+class WindowBarCells(NamedTuple):
+    """How a windowed budget's bar splits its cells: spend before this run, this run's, what
+    is left, and whether the last cell marks spend past 100%."""
+
+    earlier: int
+    this_run: int
+    left: int
+    over: bool
+
+
+def window_bar_cells(before: float, used: float, limit: float, width: int) -> WindowBarCells:
+    """The cells of a ``width``-cell windowed bar (the headless log and the monitor alike).
 
     ``used`` includes ``before``; ``before`` outside [0, used] is clamped (this run's own
-    spend that left a rolling window makes it negative)."""
+    spend that left a rolling window makes it negative). Past 100% the bar is full, scaled to
+    ``used`` so the earlier part stays in proportion, and its last cell is the ``over`` mark."""
     if width < 1:
         raise ValueError("a bar needs a width of at least 1")
     before = min(max(before, 0), max(used, 0))
@@ -66,8 +77,16 @@ def render_window_bar(before: float, used: float, limit: float, width: int = 20)
     scale = max(used, limit) if limit > 0 else 1
     filled = cells if over else min(cells, math.floor(max(used, 0) / scale * cells))
     earlier = min(filled, math.floor(before / scale * cells)) if scale > 0 else 0
-    rest = "!" if over else ""
-    return "[" + "#" * earlier + "=" * (filled - earlier) + "-" * (cells - filled) + rest + "]"
+    return WindowBarCells(earlier, filled - earlier, cells - filled, over)
+
+
+def render_window_bar(before: float, used: float, limit: float, width: int = 20) -> str:
+    """A windowed budget's bar: ``#`` spend before this run (earlier and other runs), ``=``
+    this run's, ``-`` what is left: ``[####====------------]``; ``!`` last once past 100%
+    (see ``window_bar_cells``)."""
+    cells = window_bar_cells(before, used, limit, width)
+    rest = "!" if cells.over else ""
+    return "[" + "#" * cells.earlier + "=" * cells.this_run + "-" * cells.left + rest + "]"
 
 
 def format_clock(seconds: float) -> str:

@@ -1,18 +1,26 @@
-"""One row per budget: name, bar coloured by level, percent, used/limit, level word, burn."""
+"""One row per budget: name, bar coloured by level, percent, used/limit, level word, burn.
+
+A run's own budget draws Textual's progress bar; a windowed budget (``today``, ``last 5h``)
+draws its own bar in two segments, spend before this run then this run's, as the headless
+log does with ``#`` and ``=``."""
 
 from __future__ import annotations
 
+from typing import ClassVar
+
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.reactive import reactive
+from textual.widget import Widget
 from textual.widgets import Label, ProgressBar
 from textual.widgets._progress_bar import Bar  # not exported; textual is pinned exactly
 
-from budget_core import BudgetLevel, BudgetState, Unit
+from budget_core import BudgetLevel, BudgetState, Unit, Window, window_bar_cells
 from orchestrator.state import BurnView, RunSnapshot
 from tui.format import budget_name, left_text, level_word, percent_text, rate_text, used_text
 
-BudgetId = tuple[str, Unit]
+BudgetId = tuple[str, Unit, Window]
 
 
 class FittedBar(Bar):
@@ -37,6 +45,37 @@ class LevelBar(ProgressBar):
         yield FittedBar(id="bar").data_bind(ProgressBar.percentage)
 
 
+class WindowBar(Widget):
+    """A windowed budget's bar: spend before this run, this run's, what is left, and a last
+    ``!`` cell past 100% (cells split as in the headless log). Each part is a component
+    class, coloured by the row's level in the stylesheet."""
+
+    COMPONENT_CLASSES: ClassVar[set[str]] = {
+        "window-bar--earlier",
+        "window-bar--this-run",
+        "window-bar--left",
+        "window-bar--over",
+    }
+    CELL = "━"  # as Textual's bar, so both kinds of bar look alike
+    OVER = "!"
+
+    budget: reactive[BudgetState | None] = reactive[BudgetState | None](None)
+
+    def render(self) -> Text:
+        budget, width = self.budget, self.size.width
+        if budget is None or width < 1:
+            return Text()
+        cells = window_bar_cells(budget.outside, budget.used, budget.limit, width)
+        style = self.get_component_rich_style
+        return Text.assemble(
+            (self.CELL * cells.earlier, style("window-bar--earlier")),
+            (self.CELL * cells.this_run, style("window-bar--this-run")),
+            (self.CELL * cells.left, style("window-bar--left")),
+            (self.OVER if cells.over else "", style("window-bar--over")),
+            end="",
+        )
+
+
 class BudgetRow(Horizontal):
     """A budget at one moment; its level is the CSS class (``-ok`` … ``-exceeded``)."""
 
@@ -52,7 +91,7 @@ class BudgetRow(Horizontal):
 
     def compose(self) -> ComposeResult:
         yield Label(classes="name", markup=False)
-        yield LevelBar()
+        yield LevelBar() if self.budget.window.is_run else WindowBar()
         yield Label(classes="percent")
         yield Label(classes="used", markup=False)
         yield Label(classes="level")
@@ -75,8 +114,11 @@ class BudgetRow(Horizontal):
         if not self.children:
             return  # not composed yet: on_mount draws
         self.query_one(".name", Label).update(budget_name(budget))
-        bar = self.query_one(ProgressBar)
-        bar.update(total=budget.limit, progress=min(budget.used, budget.limit))
+        if budget.window.is_run:
+            bar = self.query_one(ProgressBar)
+            bar.update(total=budget.limit, progress=min(budget.used, budget.limit))
+        else:
+            self.query_one(WindowBar).budget = budget
         self.query_one(".percent", Label).update(percent_text(budget))
         self.query_one(".used", Label).update(used_text(budget))
         self.query_one(".level", Label).update(level_word(budget))
@@ -102,16 +144,18 @@ class BudgetPanel(Vertical):
         if snapshot is None:
             return
         budgets = snapshot.budgets.budgets
-        ids = [(b.key, b.unit) for b in budgets]
+        ids = [_budget_id(b) for b in budgets]
         if ids != list(self._rows):
-            # The set of budgets is fixed for a run in practice; rebuild rather than diff.
+            # The set of budgets is fixed for a run in practice; rebuild rather than diff
+            # (a row draws one kind of bar, for its window).
             self.query(BudgetRow).remove()
-            self._rows = {(b.key, b.unit): BudgetRow(b, snapshot.burn_for(b.key)) for b in budgets}
+            self._rows = {_budget_id(b): BudgetRow(b, snapshot.burn_for(b.key)) for b in budgets}
             self.mount_all(self._rows.values())
             self.set_class(bool(budgets), "-has-budgets")
+            self.set_class(any(not b.window.is_run for b in budgets), "-windowed")
         else:
             for budget in budgets:
-                row = self._rows[(budget.key, budget.unit)]
+                row = self._rows[_budget_id(budget)]
                 row.budget = budget
                 row.burn = snapshot.burn_for(budget.key)
         self._keep_the_worst_in_view(budgets)
@@ -123,7 +167,7 @@ class BudgetPanel(Vertical):
         if not budgets:
             return
         worst = max(budgets, key=lambda b: b.level.rank)  # the first of the highest level
-        seen = ((worst.key, worst.unit), worst.level)
+        seen = (_budget_id(worst), worst.level)
         if worst.level is BudgetLevel.OK or seen == self._worst:
             return
         self._worst = seen
@@ -138,3 +182,7 @@ class BudgetPanel(Vertical):
             # To the top, not the least scroll: where it ends up must not depend on where
             # the panel was scrolled (or how tall it was) before.
             self.scroll_to_widget(row, animate=False, top=True)
+
+
+def _budget_id(budget: BudgetState) -> BudgetId:
+    return budget.key, budget.unit, budget.window

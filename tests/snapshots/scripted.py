@@ -14,7 +14,16 @@ import dataclasses
 import signal
 from collections.abc import Callable, Iterable
 
-from budget_core import OVERALL, BudgetManager, LevelCrossed, Mode, TokenUsage, format_percent
+from budget_core import (
+    OVERALL,
+    BudgetManager,
+    LevelCrossed,
+    Mode,
+    TokenUsage,
+    Unit,
+    format_percent,
+    parse_window,
+)
 from orchestrator.state import (
     BurnView,
     InstanceStatus,
@@ -40,10 +49,14 @@ class ScriptedRun:
         mode: Mode = "warn",
         token_budgets: dict[str, int] | None = None,
         usd_budgets: dict[str, float] | None = None,
+        token_windows: dict[str, str] | None = None,
     ) -> None:
+        """``token_windows`` gives a token budget a window (``day``, ``5h``); ``run`` if none."""
         self.manager = BudgetManager(mode)
+        windows = token_windows or {}
         for key, tokens in (token_budgets or {}).items():
-            self.manager.set_budget(key, tokens=tokens)
+            window = parse_window(windows[key]) if key in windows else None
+            self.manager.set_budget(key, tokens=tokens, tokens_window=window)
         for key, usd in (usd_budgets or {}).items():
             self.manager.set_budget(key, usd=usd)
         self._instances = {
@@ -136,6 +149,12 @@ class ScriptedRun:
             cost_is_estimate=view.cost_is_estimate or estimate,
         )
         for crossing in self.manager.charge(view.budget_key, name, usage, cost):
+            self._crossed(crossing)
+        self.changed()
+
+    def spent_before(self, key: str, amount: float, unit: Unit = Unit.TOKENS) -> None:
+        """A windowed budget's spend from before this run (other runs', as a ledger says)."""
+        for crossing in self.manager.set_outside(key, unit, amount):
             self._crossed(crossing)
         self.changed()
 
@@ -250,6 +269,27 @@ def demo_run(mode: Mode = "warn") -> ScriptedRun:
         token_budgets={OVERALL: 400_000, "/analyze": 200_000, "/review": 50_000, "/test": 20_000},
         usd_budgets={"/review": 0.50},
     )
+
+
+def windowed_run(mode: Mode = "warn") -> ScriptedRun:
+    """``demo_run`` with /review at 240K a day and /test at 20K in any 5 hours."""
+    return ScriptedRun(
+        INSTANCES,
+        mode=mode,
+        # /test before /review: at 60x15 the exceeded /test scrolls to the top, /review below
+        token_budgets={OVERALL: 400_000, "/analyze": 200_000, "/test": 20_000, "/review": 240_000},
+        usd_budgets={"/review": 0.50},
+        token_windows={"/review": "day", "/test": "5h"},
+    )
+
+
+def windows_half_spent_and_exceeded(run: ScriptedRun) -> None:
+    """On ``windowed_run``: half of today's /review spent before the run, 12K of /test's
+    last 5h; then ``mid_run`` takes /review to 66% (159K/240K) and /test past its limit
+    (30.8K/20K)."""
+    run.spent_before("/review", 120_000)
+    run.spent_before("/test", 12_000)
+    mid_run(run)
 
 
 def mid_run(run: ScriptedRun) -> None:

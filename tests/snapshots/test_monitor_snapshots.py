@@ -14,7 +14,14 @@ from textual.pilot import Pilot
 
 from budget_core import TokenUsage
 from orchestrator.state import InstanceStatus
-from tests.snapshots.scripted import ScriptedRun, demo_run, exceeded_in_warn, mid_run
+from tests.snapshots.scripted import (
+    ScriptedRun,
+    demo_run,
+    exceeded_in_warn,
+    mid_run,
+    windowed_run,
+    windows_half_spent_and_exceeded,
+)
 from tui.app import MonitorApp, build_app
 
 SIZES = pytest.mark.parametrize(
@@ -24,9 +31,11 @@ Step = Callable[[ScriptedRun], None]
 Before = Callable[[Pilot[Any]], Awaitable[None]]
 
 
-def monitor(step: Step | None = None) -> tuple[MonitorApp, Before]:
+def monitor(
+    step: Step | None = None, run_factory: Callable[[], ScriptedRun] = demo_run
+) -> tuple[MonitorApp, Before]:
     """The app on a fresh demo run, and a ``run_before`` that plays ``step`` once mounted."""
-    run = demo_run()
+    run = run_factory()
     app = build_app(run, clock=lambda: 0.0, animate=False)
 
     async def before(pilot: Pilot[Any]) -> None:
@@ -66,6 +75,16 @@ def test_block_after_pressing_m(snap_compare: Any, size: tuple[int, int]) -> Non
 def test_quit_confirmation(snap_compare: Any, size: tuple[int, int]) -> None:
     app, before = monitor(mid_run)
     assert snap_compare(app, press=["q"], terminal_size=size, run_before=before)
+
+
+@pytest.mark.parametrize("size", [(120, 35), (60, 15)], ids=["120x35", "60x15"])
+def test_windowed_bars_show_spend_before_the_run_then_this_runs(
+    snap_compare: Any, size: tuple[int, int]
+) -> None:
+    """/review today: half spent before the run (dim green), this run's after it (green);
+    /test in the last 5h: exceeded, both parts red, ``!`` last; the rest as before."""
+    app, before = monitor(windows_half_spent_and_exceeded, windowed_run)
+    assert snap_compare(app, terminal_size=size, run_before=before)
 
 
 def test_help(snap_compare: Any) -> None:
