@@ -105,7 +105,10 @@ def test_bad_instances(
         ({"command_budgets": [5]}, "'command_budgets' must be an object of key: limit"),
         ({"overall_budget": 0}, "'overall_budget' must be a number > 0, not 0"),
         ({"overall_cost_budget": -1}, "'overall_cost_budget' must be a number of USD > 0"),
-        ({"command_cost_budgets": {"/a": "$2"}}, "'command_cost_budgets./a' must be a number"),
+        (
+            {"command_cost_budgets": {"/a": "$2k"}},  # "$2" reads as $2.00, as on the command line
+            "'command_cost_budgets./a': limit '$2k' is not a plain amount",
+        ),
         ({"enforcement_mode": "strict"}, "enforcement mode 'strict' is not one of warn, block"),
         ({"enforcement_mode": None}, "enforcement mode None is not one of warn, block"),
     ],
