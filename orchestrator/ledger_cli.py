@@ -104,14 +104,17 @@ def ledger_was_asked(args: argparse.Namespace) -> bool:
     return (given or "").strip().lower() != "none"
 
 
-def close_ledger(orchestrator: Orchestrator, exit_code: int) -> None:
+def close_ledger(orchestrator: Orchestrator, exit_code: int) -> bool:
+    """Write what is pending and close the run; False when some of it could not be written."""
     session = orchestrator.ledger
+    error = None
     if session is not None:
         error = session.finish(orchestrator.instance_records(), exit_code)
         if error is not None:
             print(f"orchestrator: error: ledger: {error}", file=sys.stderr)
     while _throwaway:
         shutil.rmtree(_throwaway.pop(), ignore_errors=True)
+    return error is None
 
 
 def ledger_url_for_summary(orchestrator: Orchestrator) -> str | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sqlite3
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -155,11 +156,21 @@ class SqliteLedger:
             return f"ledger {self.url} is locked by another process ({text})"
         if "readonly" in text or "read-only" in text:
             return f"ledger {self.url} is read-only ({text})"
-        if "full" in text:
+        if "full" in text or self._disk_is_full(exc):
             return f"ledger {self.url}: the disk is full ({text})"
         if "unable to open" in text:
             return f"cannot open ledger {self.url} ({text})"
         return f"ledger {self.url}: {text}"
+
+    def _disk_is_full(self, exc: sqlite3.Error) -> bool:
+        """An I/O error on a full disk: SQLite says "disk I/O error" when it cannot grow the
+        WAL index (-shm) of an existing ledger, "disk is full" only for the database itself."""
+        if not getattr(exc, "sqlite_errorname", "").startswith("SQLITE_IOERR"):
+            return False
+        try:
+            return os.statvfs(self.path.parent).f_bavail == 0
+        except OSError:
+            return False
 
     # -- writing ---------------------------------------------------------------------------
 
