@@ -256,6 +256,8 @@ def test_an_instances_charges_sum_to_its_reported_figures(
         for i in range(0, len(data), chunk):
             assembler.feed(data[i : i + chunk])
             orchestrator.record_spend()  # as the run does every 25 ms: anywhere in a stream
+            if i // chunk % 3 == 2:
+                session._flush(False, None)  # as its thread does every 50 ms
         assembler.close()
     orchestrator.record_spend()  # as the run does when it ends
     assert session.finish(orchestrator.instance_records(), 0) is None
@@ -324,3 +326,18 @@ def test_a_report_sums_exactly_whatever_the_range_and_however_often_written(
     assert {k: v[0] for k, v in got.items()} == {k: v[0] for k, v in expected.items()}
     for key, (_, cost) in got.items():
         assert cost == pytest.approx(expected[key][1], rel=1e-9)
+
+
+def test_counts_handed_over_between_two_writes_make_one_charge(tmp_path: Path) -> None:
+    path = tmp_path / "l.sqlite3"
+    session = RunLedger(SqliteLedger(path), record("run"), [], clock=lambda: T0)
+    session.open_run()
+    for n in (1, 2, 3):  # the loop hands counts over every 25 ms, the thread writes every 50
+        session.record_totals("i", "/x", "m", TokenUsage(input=100 * n), 0.5 * n, n < 3)
+    session.record_totals("idle", "/x", None, TokenUsage(), 0.0, False)  # nothing spent yet
+    assert session.finish([], 0) is None
+    db = sqlite3.connect(path)
+    assert db.execute(
+        "SELECT instance, seq, input, cost_usd, cost_is_estimate FROM charges"
+    ).fetchall() == [("i", 1, 300, 1.5, 0)]
+    db.close()
