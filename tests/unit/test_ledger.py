@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import random
 import sqlite3
 import subprocess
 from datetime import datetime
@@ -341,3 +342,40 @@ def test_counts_handed_over_between_two_writes_make_one_charge(tmp_path: Path) -
         "SELECT instance, seq, input, cost_usd, cost_is_estimate FROM charges"
     ).fetchall() == [("i", 1, 300, 1.5, 0)]
     db.close()
+
+
+def test_polled_window_spend_moves_on_exactly_as_a_fresh_answer(tmp_path: Path) -> None:
+    """The poller's sums are moved on by what was written since and by what the window's
+    start passed; a fresh connection sums everything: the two must agree, every poll."""
+    path = tmp_path / "l.sqlite3"
+    writer, poller = SqliteLedger(path), SqliteLedger(path)
+    rng = random.Random(7)
+    seqs: dict[tuple[str, str], int] = {}
+    start = T0
+    for step in range(12):
+        batch = []
+        for _ in range(rng.randrange(0, 30)):
+            run, inst = rng.choice(["me", "r2", "r3"]), rng.choice(["a", "b"])
+            seq = seqs[run, inst] = seqs.get((run, inst), 0) + 1
+            at = start + rng.uniform(-600, 600)  # some late, from before the window's start
+            batch.append(charge(run, inst, seq, at, rng.choice(["/x", "/y"]), rng.randrange(500),
+                                rng.randrange(100) / 7))  # fmt: skip
+        writer.write(batch, [])
+        queries = [
+            WindowQuery(key, unit, start)
+            for key in ("/x", "/y", None)
+            for unit in (Unit.TOKENS, Unit.USD)
+        ]
+        fresh = SqliteLedger(path)
+        expected = fresh.window_spend("me", queries)
+        fresh.close()
+        got = poller.window_spend("me", queries)
+        for q, g, e in zip(queries, got, expected, strict=True):
+            if q.unit is Unit.TOKENS:
+                assert (g.others, g.own_before) == (e.others, e.own_before), (step, q)
+            else:
+                assert g.others == pytest.approx(e.others, abs=1e-9), (step, q)
+                assert g.own_before == pytest.approx(e.own_before, abs=1e-9), (step, q)
+        start += rng.choice([0, 0, 90, 400])  # a rolling window slides; a calendar one holds
+    writer.close()
+    poller.close()
