@@ -15,7 +15,13 @@ from collections.abc import Sequence
 from budget_core import OVERALL, BudgetManager, Unit, format_tokens, format_usd
 from budget_core.budgets import BudgetState
 from orchestrator.config import ConfigError, RunConfig
-from orchestrator.ledger import LedgerError, open_ledger, redact_url, resolve_ledger_url
+from orchestrator.ledger import (
+    LEDGER_ENV,
+    LedgerError,
+    open_ledger,
+    redact_url,
+    resolve_ledger_url,
+)
 from orchestrator.ledger.session import RunLedger, WindowedBudget, new_run_id, run_record
 from orchestrator.run import Orchestrator
 
@@ -77,7 +83,9 @@ def open_run_ledger(
                 raise
             for b, spend in zip(budgets, spends, strict=True):
                 manager.set_outside(b.key or OVERALL, b.unit, spend.others - spend.own_before)
-        reason = "--ledger none" if ledger is None else None
+        # Where "none" came from: the flag, or the environment (the user may not know it is set).
+        named = "--ledger none" if args.ledger is not None else f"{LEDGER_ENV}=none"
+        reason = named if ledger is None else None
     except LedgerError as exc:
         reason = str(exc)
     if reason is None:

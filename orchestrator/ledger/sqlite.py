@@ -111,7 +111,7 @@ class SqliteLedger:
                 f"cannot create folder {path.parent}: {exc.strerror or exc}"
             ) from None
         if path.is_dir():
-            raise LedgerError(f"{path} is a directory")
+            raise LedgerError(f"ledger {path} is a directory, not a file")
         try:
             self._db = sqlite3.connect(
                 path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False

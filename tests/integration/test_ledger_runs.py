@@ -418,3 +418,48 @@ def test_an_immutable_ledger_is_read_only_even_for_root(tmp_path: Path, runner: 
         "orchestrator: error: cannot enforce /review=2M/day without the ledger: "
         f"ledger {ledger} is read-only (attempt to write a readonly database)\n"
     )
+
+
+def test_usage_costs_read_as_written_in_json_and_csv(tmp_path: Path) -> None:
+    path = tmp_path / "l.sqlite3"
+    db = SqliteLedger(path)
+    db.open_run(RunRecord("r", time.time(), "h", "u", "/", (), "warn"))
+    db.write([Charge("r", "i", n, time.time(), "/x", "m", TokenUsage(1, 0, 0, 0), cost, False)
+              for n, cost in ((1, 0.1), (2, 0.2))], [])  # fmt: skip
+    db.close()
+    (row,) = usage_json(path)
+    assert row["cost_usd"] == 0.3  # summed exactly, not 0.30000000000000004
+    csv_out = subprocess.run(
+        [str(ORCHESTRATOR), "usage", f"--ledger={path}", "--csv"],
+        env=clean_env(), capture_output=True, text=True, check=True, timeout=30,
+    ).stdout  # fmt: skip
+    assert csv_out.splitlines()[1].split(",")[6] == "0.3"
+
+
+def test_ledger_none_from_the_environment_is_named_as_such(runner: Runner, tmp_path: Path) -> None:
+    result = runner.run(
+        "/review x", "--command-budget=/review=2M/day", "--budget-enforcement-mode=block",
+        env={"ORCHESTRATOR_LEDGER": "none"},
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr == (
+        "orchestrator: error: cannot enforce /review=2M/day without the ledger:"
+        " ORCHESTRATOR_LEDGER=none\n"
+    )
+    proc = subprocess.run(
+        [str(ORCHESTRATOR), "usage"], env=clean_env({"ORCHESTRATOR_LEDGER": "none"}),
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert proc.stderr == (
+        "orchestrator usage: error: ORCHESTRATOR_LEDGER=none: there is no ledger to report on\n"
+    )
+
+
+def test_a_ledger_path_that_is_a_directory_is_named(runner: Runner, tmp_path: Path) -> None:
+    result = runner.run("/review x", f"--ledger={tmp_path}")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stderr == (
+        f"orchestrator: warning: ledger {tmp_path} is a directory, not a file; the run goes on"
+        " with per-run budgets and its spend is not recorded\n"
+    )

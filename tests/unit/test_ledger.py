@@ -151,7 +151,7 @@ def test_a_folder_that_cannot_be_made_is_named(tmp_path: Path) -> None:
 
 
 def test_a_directory_is_not_a_ledger(tmp_path: Path) -> None:
-    with pytest.raises(LedgerError, match=r"is a directory$"):
+    with pytest.raises(LedgerError, match=r"^ledger .* is a directory, not a file$"):
         SqliteLedger(tmp_path)
 
 
