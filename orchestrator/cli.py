@@ -719,7 +719,8 @@ def _finish(
     palette: Palette,
     meaning: str | None = None,
 ) -> int:
-    close_ledger(orchestrator, code)
+    if not close_ledger(orchestrator, code) and code == 0:
+        code, meaning = 1, "every instance succeeded, but the ledger lacks some of their spend"
     snapshot = orchestrator.snapshot()
     if args.summary_json is not None:
         try:

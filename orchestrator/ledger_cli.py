@@ -15,7 +15,13 @@ from collections.abc import Sequence
 from budget_core import OVERALL, BudgetManager, Unit, format_tokens, format_usd
 from budget_core.budgets import BudgetState
 from orchestrator.config import ConfigError, RunConfig
-from orchestrator.ledger import LedgerError, open_ledger, redact_url, resolve_ledger_url
+from orchestrator.ledger import (
+    LEDGER_ENV,
+    LedgerError,
+    open_ledger,
+    redact_url,
+    resolve_ledger_url,
+)
 from orchestrator.ledger.session import RunLedger, WindowedBudget, new_run_id, run_record
 from orchestrator.run import Orchestrator
 
@@ -77,7 +83,9 @@ def open_run_ledger(
                 raise
             for b, spend in zip(budgets, spends, strict=True):
                 manager.set_outside(b.key or OVERALL, b.unit, spend.others - spend.own_before)
-        reason = "--ledger none" if ledger is None else None
+        # Where "none" came from: the flag, or the environment (the user may not know it is set).
+        named = "--ledger none" if args.ledger is not None else f"{LEDGER_ENV}=none"
+        reason = named if ledger is None else None
     except LedgerError as exc:
         reason = str(exc)
     if reason is None:
@@ -104,14 +112,17 @@ def ledger_was_asked(args: argparse.Namespace) -> bool:
     return (given or "").strip().lower() != "none"
 
 
-def close_ledger(orchestrator: Orchestrator, exit_code: int) -> None:
+def close_ledger(orchestrator: Orchestrator, exit_code: int) -> bool:
+    """Write what is pending and close the run; False when some of it could not be written."""
     session = orchestrator.ledger
+    error = None
     if session is not None:
         error = session.finish(orchestrator.instance_records(), exit_code)
         if error is not None:
             print(f"orchestrator: error: ledger: {error}", file=sys.stderr)
     while _throwaway:
         shutil.rmtree(_throwaway.pop(), ignore_errors=True)
+    return error is None
 
 
 def ledger_url_for_summary(orchestrator: Orchestrator) -> str | None:

@@ -16,8 +16,16 @@ from typing import Any, NoReturn
 
 from budget_core import TokenUsage, format_usd
 from budget_core.windows import calendar_start
-from orchestrator.ledger import GROUPINGS, LedgerError, UsageRow, open_ledger, resolve_ledger_url
+from orchestrator.ledger import (
+    GROUPINGS,
+    LEDGER_ENV,
+    LedgerError,
+    UsageRow,
+    open_ledger,
+    resolve_ledger_url,
+)
 from orchestrator.ledger.urls import sqlite_path
+from orchestrator.summary import USD_PLACES
 
 _RELATIVE = re.compile(r"^([0-9]+)([dh])$")
 FIELDS = (
@@ -119,7 +127,7 @@ def rows_as_dicts(rows: Sequence[UsageRow]) -> list[dict[str, Any]]:
             "cache_creation": r.usage.cache_creation,
             "cache_read": r.usage.cache_read,
             "total": r.usage.total,
-            "cost_usd": r.cost_usd,
+            "cost_usd": round(r.cost_usd, USD_PLACES),  # 0.3, not 0.30000000000000004
             "cost_is_estimate": r.cost_is_estimate,
             "runs": r.runs,
             "instances": r.instances,
@@ -193,7 +201,8 @@ def main(argv: Sequence[str]) -> int:
             raise LedgerError(f"no ledger at {path} (nothing recorded there yet)")
         ledger = open_ledger(url)
         if ledger is None:
-            raise LedgerError("--ledger none: there is no ledger to report on")
+            named = "--ledger none" if args.ledger is not None else f"{LEDGER_ENV}=none"
+            raise LedgerError(f"{named}: there is no ledger to report on")
         try:
             rows = ledger.usage(since, until, by, now)
         finally:

@@ -1,9 +1,10 @@
 """One run's link to the ledger: charges go out and other runs' spend comes in, on a thread.
 
-The event loop only appends to a deque (``record_totals``, ``instance``); a thread of its own
-writes what is pending as soon as it comes (at the latest every ``FLUSH_S``), writes a
-heartbeat, and reads the windows' spend every ``POLL_S``, handing it to the loop with
-``call_soon_threadsafe``. The loop never waits on SQLite.
+The event loop only stores each instance's latest counts (``record_totals``) and appends
+instance records to a deque (``instance``); a thread of its own turns what changed into charges
+and writes them every ``FLUSH_S`` (one charge per instance per write, however often the loop
+handed counts over), writes a heartbeat, and reads the windows' spend every ``POLL_S``, handing
+it to the loop with ``call_soon_threadsafe`` when it changed. The loop never waits on SQLite.
 """
 
 from __future__ import annotations
@@ -106,7 +107,10 @@ class RunLedger:
         self.windowed = tuple(windowed)
         self._clock = clock
         self._seq: dict[str, int] = {}
-        self._pending: collections.deque[Charge | InstanceRecord] = collections.deque()
+        # The loop's side: each instance's latest counts (replaced whole, read by the thread).
+        self._latest: dict[str, _Totals] = {}
+        self._pending: collections.deque[InstanceRecord] = collections.deque()
+        self._unwritten: list[Charge] = []  # charges made but not yet written (the thread's)
         self._stop = threading.Event()
         self._wake = threading.Event()  # set to end the wait at once (finish)
         # Per instance: the counts already turned into charges (usage, cost, estimate).
@@ -153,28 +157,41 @@ class RunLedger:
         cost_usd: float,
         cost_is_estimate: bool,
     ) -> None:
-        """An instance's counts so far: what changed since the last call becomes a charge
-        (also when only whether its cost is an estimate changed: the latest charge says)."""
-        if instance not in self._written and not usage and not cost_usd:
-            return  # nothing spent yet (or never launched): no charge
-        last_usage, last_cost, last_estimate = self._written.get(instance, (ZERO, 0.0, False))
-        if usage == last_usage and cost_usd == last_cost and cost_is_estimate == last_estimate:
-            return
-        self._written[instance] = (usage, cost_usd, cost_is_estimate)
-        seq = self._seq[instance] = self._seq.get(instance, 0) + 1
-        self._pending.append(
-            Charge(
-                self.run.id,
-                instance,
-                seq,
-                self._clock(),
-                key,
-                model,
-                usage - last_usage,
-                cost_usd - last_cost,
-                cost_is_estimate,
-            )
+        """An instance's counts so far; the next write turns what changed into a charge."""
+        self._latest[instance] = _Totals(
+            key, model, usage, cost_usd, cost_is_estimate, self._clock()
         )
+
+    def _new_charges(self) -> list[Charge]:
+        """What changed since the last charge of each instance (also when only whether its
+        cost is an estimate changed: the latest charge says). On the thread."""
+        charges = []
+        for instance, now in dict(self._latest).items():  # a copy: the loop may add to it
+            if instance not in self._written and not now.usage and not now.cost_usd:
+                continue  # nothing spent yet (or never launched): no charge
+            last_usage, last_cost, last_estimate = self._written.get(instance, (ZERO, 0.0, False))
+            if (now.usage, now.cost_usd, now.cost_is_estimate) == (
+                last_usage,
+                last_cost,
+                last_estimate,
+            ):
+                continue
+            self._written[instance] = (now.usage, now.cost_usd, now.cost_is_estimate)
+            seq = self._seq[instance] = self._seq.get(instance, 0) + 1
+            charges.append(
+                Charge(
+                    self.run.id,
+                    instance,
+                    seq,
+                    now.at,
+                    now.key,
+                    now.model,
+                    now.usage - last_usage,
+                    now.cost_usd - last_cost,
+                    now.cost_is_estimate,
+                )
+            )
+        return charges
 
     def instance(self, record: InstanceRecord) -> None:
         self._pending.append(record)
@@ -199,6 +216,7 @@ class RunLedger:
         on_error: Callable[[str | None], None],
     ) -> None:
         next_poll = next_beat = 0.0
+        last_spend: list[WindowSpend] | None = None  # the loop hears only of a change
         while not self._stop.is_set():
             self._wake.wait(FLUSH_S)
             self._wake.clear()
@@ -213,14 +231,18 @@ class RunLedger:
                     spend = self.spend_now()
                 except LedgerError:
                     continue  # the write path reports it; the last known spend holds
-                _post(loop, on_spend, spend)
+                if spend != last_spend:
+                    last_spend = spend
+                    _post(loop, on_spend, spend)
 
     def _flush(self, heartbeat: bool, report: Callable[[str | None], None] | None) -> None:
         pending = self._pending
-        batch = [pending.popleft() for _ in range(len(pending))]  # the loop appends on the right
-        charges = [c for c in batch if isinstance(c, Charge)]
-        instances = list({i.name: i for i in batch if isinstance(i, InstanceRecord)}.values())
-        if not batch and not heartbeat:
+        records = [pending.popleft() for _ in range(len(pending))]  # the loop appends on the right
+        # Kept until written, in order, and written as made (once: charges are idempotent).
+        self._unwritten += self._new_charges()
+        charges = self._unwritten
+        instances = list({i.name: i for i in records}.values())
+        if not charges and not instances and not heartbeat:
             return
         beat = (self.run.id, self._clock()) if heartbeat else None
         try:
@@ -229,9 +251,9 @@ class RunLedger:
             if report is not None and str(exc) != self._failed:
                 report(str(exc))
             self._failed = str(exc)
-            # Kept, in order, to be written when it works (once: charges are idempotent).
-            pending.extendleft(reversed(batch))
+            pending.extendleft(reversed(records))
             return
+        self._unwritten = []
         if self._failed is not None:
             self._failed = None
             if report is not None:
@@ -247,14 +269,27 @@ class RunLedger:
             self._pending.append(record)
         self._flush(True, None)
         try:
-            if self._pending:
+            if self._pending or self._unwritten:
                 raise LedgerError(self._failed or "charges could not be written")
             self.ledger.close_run(self.run.id, self._clock(), exit_code)
             return None
         except LedgerError as exc:
-            return f"{exc}; {len(self._pending)} record(s) not written"
+            unwritten = len(self._unwritten) + len(self._pending)
+            return f"{exc}; {unwritten} record(s) not written"
         finally:
             self.ledger.close()
+
+
+@dataclass(frozen=True, slots=True)
+class _Totals:
+    """An instance's counts as last handed over by the loop, and when."""
+
+    key: str
+    model: str | None
+    usage: TokenUsage
+    cost_usd: float
+    cost_is_estimate: bool
+    at: float
 
 
 def _post(loop: asyncio.AbstractEventLoop, callback: Callable[..., None], *args: object) -> None:

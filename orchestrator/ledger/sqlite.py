@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sqlite3
+import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -95,10 +97,17 @@ _FROM_ROLLUP = (
 _TOKENS = "input + output + cache_creation + cache_read"
 
 
+def _is_busy(exc: sqlite3.Error) -> bool:
+    text = str(exc)
+    return "locked" in text or "busy" in text
+
+
 class SqliteLedger:
     def __init__(self, path: Path, display: str | None = None) -> None:
         self.path = path
         self.url = display or str(path)
+        # window_spend's last answers: (run, key, unit, own) -> (window start, sum, up to rowid)
+        self._sums: dict[tuple[str, str | None, Unit, bool], tuple[float, float, int]] = {}
         if path.parent.exists() and not path.parent.is_dir():
             raise LedgerError(f"cannot create ledger {path}: {path.parent} is not a folder")
         try:
@@ -108,7 +117,7 @@ class SqliteLedger:
                 f"cannot create folder {path.parent}: {exc.strerror or exc}"
             ) from None
         if path.is_dir():
-            raise LedgerError(f"{path} is a directory")
+            raise LedgerError(f"ledger {path} is a directory, not a file")
         try:
             self._db = sqlite3.connect(
                 path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
@@ -116,13 +125,26 @@ class SqliteLedger:
         except sqlite3.Error as exc:
             raise LedgerError(self._reason(exc)) from None
         try:
-            self._setup()
+            self._setup_waiting()
         except sqlite3.Error as exc:
             self._db.close()
             raise LedgerError(self._reason(exc)) from None
         except LedgerError:
             self._db.close()
             raise
+
+    def _setup_waiting(self) -> None:
+        """``_setup``, waiting up to the busy timeout for another process's lock: switching a
+        new file to WAL fails at once, busy handler or not, while another orchestrator
+        creates the same ledger (two runs started together)."""
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        while True:
+            try:
+                return self._setup()
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.02)
 
     def _setup(self) -> None:
         db = self._db
@@ -155,11 +177,21 @@ class SqliteLedger:
             return f"ledger {self.url} is locked by another process ({text})"
         if "readonly" in text or "read-only" in text:
             return f"ledger {self.url} is read-only ({text})"
-        if "full" in text:
+        if "full" in text or self._disk_is_full(exc):
             return f"ledger {self.url}: the disk is full ({text})"
         if "unable to open" in text:
             return f"cannot open ledger {self.url} ({text})"
         return f"ledger {self.url}: {text}"
+
+    def _disk_is_full(self, exc: sqlite3.Error) -> bool:
+        """An I/O error on a full disk: SQLite says "disk I/O error" when it cannot grow the
+        WAL index (-shm) of an existing ledger, "disk is full" only for the database itself."""
+        if not getattr(exc, "sqlite_errorname", "").startswith("SQLITE_IOERR"):
+            return False
+        try:
+            return os.statvfs(self.path.parent).f_bavail == 0
+        except OSError:
+            return False
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -252,27 +284,62 @@ class SqliteLedger:
     # -- reading ---------------------------------------------------------------------------
 
     def window_spend(self, run_id: str, queries: Sequence[WindowQuery]) -> list[WindowSpend]:
+        """Polled every 250 ms for the whole run: after the first answer, each sum is moved
+        on by the charges written since (by rowid: rowids only grow, there are no deletes)
+        and by those the window's start has passed, so a poll reads only what changed, not
+        every charge of the window (a day of a busy machine is 100,000s of them)."""
+
         def run() -> list[WindowSpend]:
-            out = []
-            for q in queries:
-                amount = _TOKENS if q.unit is Unit.TOKENS else "cost_usd"
-                where, args = (" AND budget_key = ?", [q.key]) if q.key is not None else ("", [])
-                # Two reads, each along an index: others' spend since the start (by key and
-                # time, or by time), and this run's own before it (by run).
-                (others,) = self._db.execute(
-                    f"SELECT TOTAL({amount}) FROM charges WHERE ts >= ? AND run_id != ?{where}",
-                    [q.start, run_id, *args],
-                ).fetchone()
-                (own,) = self._db.execute(
-                    f"SELECT TOTAL({amount}) FROM charges WHERE run_id = ? AND ts < ?{where}",
-                    [run_id, q.start, *args],
-                ).fetchone()
-                if q.unit is Unit.TOKENS:
-                    others, own = int(others), int(own)
-                out.append(WindowSpend(others, own))
-            return out
+            self._db.execute("BEGIN")  # one snapshot for every sum
+            try:
+                (top,) = self._db.execute("SELECT IFNULL(MAX(rowid), 0) FROM charges").fetchone()
+                out = []
+                for q in queries:
+                    others = self._moved_sum(run_id, q, top, own=False)
+                    own = self._moved_sum(run_id, q, top, own=True)
+                    if q.unit is Unit.TOKENS:
+                        others, own = int(others), int(own)
+                    out.append(WindowSpend(others, own))
+                return out
+            finally:
+                if self._db.in_transaction:
+                    self._db.execute("COMMIT")
 
         return self._guarded(run)
+
+    def _moved_sum(self, run_id: str, q: WindowQuery, top: int, own: bool) -> float:
+        """Others' spend since ``q.start`` (``own``: this run's before it), up to rowid
+        ``top``; from the last answer to the same question when there is one."""
+        amount = _TOKENS if q.unit is Unit.TOKENS else "cost_usd"
+        who = "run_id = ?" if own else "run_id != ?"
+        where, args = (" AND budget_key = ?", [q.key]) if q.key is not None else ("", [])
+        side = "ts < ?" if own else "ts >= ?"
+
+        def total(condition: str, *values: object, by_rowid: bool = False) -> float:
+            rest = f"{who}{where}"
+            if by_rowid:  # "+column": no index on it, so the rowid range is what is read
+                rest = rest.replace("run_id", "+run_id").replace("budget_key", "+budget_key")
+            (found,) = self._db.execute(
+                f"SELECT TOTAL({amount}) FROM charges WHERE {condition} AND {rest}",
+                [*values, run_id, *args],
+            ).fetchone()
+            return float(found)
+
+        slot = (run_id, q.key, q.unit, own)
+        known = self._sums.get(slot)
+        if known is None or q.start < known[0]:  # first asked (or the clock went back)
+            # Along an index: others' by key and time (or time); own by run.
+            value = total(f"{side} AND rowid <= ?", q.start, top)
+        else:
+            start, value, upto = known
+            if q.start > start:  # the window moved on: charges in [start, q.start) change side
+                passed = total("ts >= ? AND ts < ? AND rowid <= ?", start, q.start, upto)
+                value += passed if own else -passed
+            value += total(
+                f"rowid > ? AND rowid <= ? AND +{side}", upto, top, q.start, by_rowid=True
+            )
+        self._sums[slot] = (q.start, value, top)
+        return value
 
     def usage(self, since: float, until: float, by: str, now: float) -> list[UsageRow]:
         return self._guarded(lambda: self._usage(since, until, by, now))

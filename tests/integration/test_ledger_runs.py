@@ -3,11 +3,13 @@ run started once it is spent, SIGKILL mid-run, and the failure rules' exact mess
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -260,3 +262,204 @@ def test_usage_of_a_long_range_buckets_only_days_with_charges(tmp_path: Path) ->
     db.close()
     (row,) = usage_json(path, "--since=99999d")
     assert (row["total"], row["cost_usd"], row["runs"], row["instances"]) == (26, 0.5, 1, 1)
+
+
+# -- a full disk and a read-only ledger, for real (tmpfs, chattr: root only) -------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 8 MB file system (tmpfs) of its own, unmounted afterwards."""
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(folder)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if mounted.returncode != 0:
+        pytest.skip(f"a full disk needs a tmpfs mount (root): {mounted.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=True)
+
+
+def fill(disk: Path) -> Path:
+    """Fill ``disk`` to the last byte; the file to remove to free it again."""
+    filler = disk / "filler"
+    with filler.open("wb", buffering=0) as out:
+        with contextlib.suppress(OSError):  # ENOSPC: full
+            while True:
+                out.write(b"\0" * 65536)
+        with contextlib.suppress(OSError):
+            while True:
+                out.write(b"\0")
+    assert os.statvfs(disk).f_bavail == 0
+    return filler
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["new", "existing"])
+def test_a_full_disk_at_start_in_block_mode_exits_2_naming_it(
+    small_disk: Path, runner: Runner, existing: bool
+) -> None:
+    ledger = small_disk / "ledger.sqlite3"
+    if existing:
+        SqliteLedger(ledger).close()
+    fill(small_disk)
+    result = runner.run(
+        "/review x", f"--ledger={ledger}", "--command-budget=/review=2M/day",
+        "--budget-enforcement-mode=block",
+    )  # fmt: skip
+    # A new ledger cannot write its schema; an existing one cannot grow its WAL index (SQLite
+    # says "disk I/O error" for that): both are named a full disk.
+    sqlite_says = "disk I/O error" if existing else "database or disk is full"
+    assert result.returncode == 2
+    assert result.stderr == (
+        "orchestrator: error: cannot enforce /review=2M/day without the ledger: "
+        f"ledger {ledger}: the disk is full ({sqlite_says})\n"
+    )
+    assert runner.claude.launches() == []
+
+
+def test_a_full_disk_at_start_without_a_windowed_budget_warns_and_runs(
+    small_disk: Path, runner: Runner
+) -> None:
+    ledger = small_disk / "ledger.sqlite3"
+    fill(small_disk)
+    result = runner.run("/review x", f"--ledger={ledger}", "--command-budget=/review=2M")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stderr == (
+        f"orchestrator: warning: ledger {ledger}: the disk is full (database or disk is full);"
+        " the run goes on with per-run budgets and its spend is not recorded\n"
+    )
+    assert result.instance("review")["tokens"]["total"] == Sim().usage()["total"]
+
+
+def start_long_run(runner: Runner, ledger: Path) -> tuple[subprocess.Popen[str], list[Sim]]:
+    sims = [Sim(calls=120, delay=0.002, deltas=8), Sim(calls=100, delay=0.002, deltas=8)]
+    config = runner.config([instance(f"i{n}", f"/x job {n}", sim) for n, sim in enumerate(sims)])
+    proc = runner.start(f"--config={config}", f"--ledger={ledger}", "--command-budget=/x=900M/day")
+    runner.claude.wait_for_launches(2)
+    runner.claude.wait_for_tokens("/x job 0")
+    runner.claude.wait_for_tokens("/x job 1")
+    time.sleep(0.3)  # their first charges are in the ledger (within 100 ms)
+    return proc, sims
+
+
+def assert_summary_exact(result: Any, runner: Runner, sims: list[Sim]) -> None:
+    """Nothing counted is lost: each instance's figures are all that its process printed."""
+    for n, sim in enumerate(sims):
+        tokens = result.instance(f"i{n}")["tokens"]
+        printed = runner.claude.counted(f"/x job {n}").usage.total
+        assert tokens["total"] == sim.usage()["total"] == printed
+
+
+def test_a_write_failure_mid_run_keeps_the_charges_and_writes_them_once_it_works(
+    small_disk: Path, runner: Runner
+) -> None:
+    ledger = small_disk / "ledger.sqlite3"
+    proc, sims = start_long_run(runner, ledger)
+    filler = fill(small_disk)
+    time.sleep(0.6)  # a dozen writes fail meanwhile
+    filler.unlink()
+    result = runner.finish(proc)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr and result.stderr == ""
+    # One warning for the whole outage, one line when it is over.
+    failed = result.lines_with("cannot write the ledger")
+    assert len(failed) == 1, result.stdout
+    assert failed[0].endswith(
+        f"cannot write the ledger (ledger {ledger}: the disk is full (database or disk is full));"
+        " charges are kept and retried"
+    )
+    assert len(result.lines_with("the ledger works again; pending charges written")) == 1
+    assert_summary_exact(result, runner, sims)
+    rows = {r["group"].rsplit("/", 1)[1]: r["total"] for r in usage_json(ledger, "--by=instance")}
+    assert rows == {f"i{n}": sim.usage()["total"] for n, sim in enumerate(sims)}
+    (run,) = usage_json(ledger, "--by=run")
+    assert run["status"] == "ended"
+
+
+def test_a_write_failure_to_the_end_says_what_was_not_written_and_exits_1(
+    small_disk: Path, runner: Runner
+) -> None:
+    ledger = small_disk / "ledger.sqlite3"
+    proc, sims = start_long_run(runner, ledger)
+    filler = fill(small_disk)
+    result = runner.finish(proc)
+    filler.unlink()
+    reason = f"ledger {ledger}: the disk is full (database or disk is full)"
+    assert len(result.lines_with("cannot write the ledger")) == 1, result.stdout
+    (error,) = result.stderr.splitlines()
+    assert error.startswith(f"orchestrator: error: ledger: {reason}; ")
+    assert error.endswith(" record(s) not written")
+    # Every instance succeeded, but the spend is not all recorded: as for the summary JSON.
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.lines_with("every instance succeeded, but the ledger lacks")
+    assert_summary_exact(result, runner, sims)  # the run's own figures are complete
+    recorded = sum(row["total"] for row in usage_json(ledger, "--by=instance"))
+    assert 0 < recorded < sum(sim.usage()["total"] for sim in sims)
+
+
+def test_an_immutable_ledger_is_read_only_even_for_root(tmp_path: Path, runner: Runner) -> None:
+    ledger = tmp_path / "ledger.sqlite3"
+    SqliteLedger(ledger).close()
+    if subprocess.run(["chattr", "+i", str(ledger)], capture_output=True, check=False).returncode:
+        pytest.skip("chattr +i is not available on this file system")
+    try:
+        result = runner.run(
+            "/review x", f"--ledger={ledger}", "--command-budget=/review=2M/day",
+            "--budget-enforcement-mode=block",
+        )  # fmt: skip
+    finally:
+        subprocess.run(["chattr", "-i", str(ledger)], check=True)
+    assert result.returncode == 2
+    assert result.stderr == (
+        "orchestrator: error: cannot enforce /review=2M/day without the ledger: "
+        f"ledger {ledger} is read-only (attempt to write a readonly database)\n"
+    )
+
+
+def test_usage_costs_read_as_written_in_json_and_csv(tmp_path: Path) -> None:
+    path = tmp_path / "l.sqlite3"
+    db = SqliteLedger(path)
+    db.open_run(RunRecord("r", time.time(), "h", "u", "/", (), "warn"))
+    db.write([Charge("r", "i", n, time.time(), "/x", "m", TokenUsage(1, 0, 0, 0), cost, False)
+              for n, cost in ((1, 0.1), (2, 0.2))], [])  # fmt: skip
+    db.close()
+    (row,) = usage_json(path)
+    assert row["cost_usd"] == 0.3  # summed exactly, not 0.30000000000000004
+    csv_out = subprocess.run(
+        [str(ORCHESTRATOR), "usage", f"--ledger={path}", "--csv"],
+        env=clean_env(), capture_output=True, text=True, check=True, timeout=30,
+    ).stdout  # fmt: skip
+    assert csv_out.splitlines()[1].split(",")[6] == "0.3"
+
+
+def test_ledger_none_from_the_environment_is_named_as_such(runner: Runner, tmp_path: Path) -> None:
+    result = runner.run(
+        "/review x", "--command-budget=/review=2M/day", "--budget-enforcement-mode=block",
+        env={"ORCHESTRATOR_LEDGER": "none"},
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr == (
+        "orchestrator: error: cannot enforce /review=2M/day without the ledger:"
+        " ORCHESTRATOR_LEDGER=none\n"
+    )
+    proc = subprocess.run(
+        [str(ORCHESTRATOR), "usage"], env=clean_env({"ORCHESTRATOR_LEDGER": "none"}),
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert proc.stderr == (
+        "orchestrator usage: error: ORCHESTRATOR_LEDGER=none: there is no ledger to report on\n"
+    )
+
+
+def test_a_ledger_path_that_is_a_directory_is_named(runner: Runner, tmp_path: Path) -> None:
+    result = runner.run("/review x", f"--ledger={tmp_path}")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stderr == (
+        f"orchestrator: warning: ledger {tmp_path} is a directory, not a file; the run goes on"
+        " with per-run budgets and its spend is not recorded\n"
+    )

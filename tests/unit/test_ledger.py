@@ -5,7 +5,11 @@ from __future__ import annotations
 import io
 import json
 import os
+import random
 import sqlite3
+import subprocess
+import threading
+import time
 from datetime import datetime
 from functools import partial
 from pathlib import Path
@@ -149,7 +153,7 @@ def test_a_folder_that_cannot_be_made_is_named(tmp_path: Path) -> None:
 
 
 def test_a_directory_is_not_a_ledger(tmp_path: Path) -> None:
-    with pytest.raises(LedgerError, match=r"is a directory$"):
+    with pytest.raises(LedgerError, match=r"^ledger .* is a directory, not a file$"):
         SqliteLedger(tmp_path)
 
 
@@ -167,13 +171,40 @@ def test_a_locked_ledger_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         holder.execute("ROLLBACK")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes read-only files")
+def test_opening_a_new_ledger_waits_for_another_process_creating_it(tmp_path: Path) -> None:
+    """Two runs started together on a new ledger: switching the file to WAL fails at once,
+    busy handler or not, while the other holds its lock; the opener waits instead."""
+    path = tmp_path / "l.sqlite3"
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")
+    holder.execute("CREATE TABLE other_process_setting_up (a)")
+    release = threading.Timer(0.3, holder.execute, ("COMMIT",))
+    release.start()
+    try:
+        started = time.monotonic()
+        SqliteLedger(path).close()
+        assert time.monotonic() - started >= 0.25  # it did wait for the lock
+    finally:
+        release.join()
+        holder.close()
+
+
 def test_a_read_only_ledger_is_named(tmp_path: Path) -> None:
     path = tmp_path / "l.sqlite3"
     SqliteLedger(path).close()
-    path.chmod(0o444)
-    with pytest.raises(LedgerError, match=r"read-only"):
-        SqliteLedger(path).open_run(record("r"))
+    if os.geteuid() != 0:
+        path.chmod(0o444)
+    elif subprocess.run(["chattr", "+i", path], capture_output=True, check=False).returncode:
+        pytest.skip("root writes a read-only file, and chattr +i does not work here")
+    try:
+        db = SqliteLedger(path)
+        with pytest.raises(LedgerError) as caught:
+            db.open_run(record("r"))
+        db.close()
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "-i", path], check=True)
+    assert str(caught.value) == f"ledger {path} is read-only (attempt to write a readonly database)"
 
 
 def test_urls() -> None:
@@ -246,6 +277,8 @@ def test_an_instances_charges_sum_to_its_reported_figures(
         for i in range(0, len(data), chunk):
             assembler.feed(data[i : i + chunk])
             orchestrator.record_spend()  # as the run does every 25 ms: anywhere in a stream
+            if i // chunk % 3 == 2:
+                session._flush(False, None)  # as its thread does every 50 ms
         assembler.close()
     orchestrator.record_spend()  # as the run does when it ends
     assert session.finish(orchestrator.instance_records(), 0) is None
@@ -314,3 +347,55 @@ def test_a_report_sums_exactly_whatever_the_range_and_however_often_written(
     assert {k: v[0] for k, v in got.items()} == {k: v[0] for k, v in expected.items()}
     for key, (_, cost) in got.items():
         assert cost == pytest.approx(expected[key][1], rel=1e-9)
+
+
+def test_counts_handed_over_between_two_writes_make_one_charge(tmp_path: Path) -> None:
+    path = tmp_path / "l.sqlite3"
+    session = RunLedger(SqliteLedger(path), record("run"), [], clock=lambda: T0)
+    session.open_run()
+    for n in (1, 2, 3):  # the loop hands counts over every 25 ms, the thread writes every 50
+        session.record_totals("i", "/x", "m", TokenUsage(input=100 * n), 0.5 * n, n < 3)
+    session.record_totals("idle", "/x", None, TokenUsage(), 0.0, False)  # nothing spent yet
+    assert session.finish([], 0) is None
+    db = sqlite3.connect(path)
+    assert db.execute(
+        "SELECT instance, seq, input, cost_usd, cost_is_estimate FROM charges"
+    ).fetchall() == [("i", 1, 300, 1.5, 0)]
+    db.close()
+
+
+def test_polled_window_spend_moves_on_exactly_as_a_fresh_answer(tmp_path: Path) -> None:
+    """The poller's sums are moved on by what was written since and by what the window's
+    start passed; a fresh connection sums everything: the two must agree, every poll."""
+    path = tmp_path / "l.sqlite3"
+    writer, poller = SqliteLedger(path), SqliteLedger(path)
+    rng = random.Random(7)
+    seqs: dict[tuple[str, str], int] = {}
+    start = T0
+    for step in range(12):
+        batch = []
+        for _ in range(rng.randrange(0, 30)):
+            run, inst = rng.choice(["me", "r2", "r3"]), rng.choice(["a", "b"])
+            seq = seqs[run, inst] = seqs.get((run, inst), 0) + 1
+            at = start + rng.uniform(-600, 600)  # some late, from before the window's start
+            batch.append(charge(run, inst, seq, at, rng.choice(["/x", "/y"]), rng.randrange(500),
+                                rng.randrange(100) / 7))  # fmt: skip
+        writer.write(batch, [])
+        queries = [
+            WindowQuery(key, unit, start)
+            for key in ("/x", "/y", None)
+            for unit in (Unit.TOKENS, Unit.USD)
+        ]
+        fresh = SqliteLedger(path)
+        expected = fresh.window_spend("me", queries)
+        fresh.close()
+        got = poller.window_spend("me", queries)
+        for q, g, e in zip(queries, got, expected, strict=True):
+            if q.unit is Unit.TOKENS:
+                assert (g.others, g.own_before) == (e.others, e.own_before), (step, q)
+            else:
+                assert g.others == pytest.approx(e.others, abs=1e-9), (step, q)
+                assert g.own_before == pytest.approx(e.own_before, abs=1e-9), (step, q)
+        start += rng.choice([0, 0, 90, 400])  # a rolling window slides; a calendar one holds
+    writer.close()
+    poller.close()
