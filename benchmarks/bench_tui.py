@@ -244,7 +244,7 @@ class Bench:
         return sum(
             1
             for inst in self.orchestrator._instances
-            if inst.is_live and inst.tracker.lines_seen > 0
+            if inst.has_live_process and inst.tracker.lines_seen > 0
         )
 
     def reading(self) -> Reading:
