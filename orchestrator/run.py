@@ -29,6 +29,7 @@ from budget_core import (
     Mode,
     ModeChanged,
     PriceTable,
+    TokenUsage,
     Unit,
     UsageDiscrepancy,
     UsageTracker,
@@ -107,6 +108,7 @@ class _Instance:
     error: str | None = None
     charged_cost: float = 0.0
     reported_discrepancy: UsageDiscrepancy | None = None
+    handed_over: tuple[TokenUsage, float, bool] | None = None  # to the ledger, last time
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
 
     @property
@@ -556,6 +558,10 @@ class Orchestrator:
             return
         for inst in self._instances:
             tracker = inst.tracker
+            figures = (tracker.usage, tracker.cost_usd, tracker.cost_is_estimate)
+            if figures == inst.handed_over:
+                continue  # nothing new: most instances, most of the time
+            inst.handed_over = figures
             self.ledger.record_totals(
                 inst.name,
                 inst.key,
