@@ -14,28 +14,17 @@ from typing import Any
 import pytest
 
 from budget_core import TokenUsage, UsageTracker
+from tests.fixture_sets import OWN, SHARED, folders, label, manifest
 
-ROOT = Path(__file__).resolve().parents[2]
-OWN = ROOT / "tests" / "fixtures" / "stream-json"
-SHARED = ROOT / ".." / "shared" / "fixtures" / "stream-json"
 EXPECTED_FIXTURE_COUNT = {OWN: 18, SHARED: 17}
-SKIP_REASON = f"shared stream-json fixtures not found at {SHARED} (the repo's sibling ../shared)"
-needs_shared = pytest.mark.skipif(not (SHARED / "MANIFEST.json").is_file(), reason=SKIP_REASON)
-
-
-def _manifest(folder: Path) -> dict[str, dict[str, Any]]:
-    manifest = json.loads((folder / "MANIFEST.json").read_text(encoding="utf-8"))
-    fixtures: dict[str, dict[str, Any]] = manifest["fixtures"]
-    return fixtures
 
 
 def _cases() -> list[Any]:
-    cases = [pytest.param(OWN, name, id=f"own/{name}") for name in sorted(_manifest(OWN))]
-    if (SHARED / "MANIFEST.json").is_file():
-        cases += [pytest.param(SHARED, n, id=f"shared/{n}") for n in sorted(_manifest(SHARED))]
-    else:
-        cases.append(pytest.param(SHARED, "", id="shared", marks=needs_shared))
-    return cases
+    return [
+        pytest.param(folder, name, id=f"{label(folder)}/{name}")
+        for folder in folders()
+        for name in sorted(manifest(folder))
+    ]
 
 
 def _is_result_line(line: bytes) -> bool:
@@ -55,11 +44,9 @@ def _as_usage(expected: dict[str, int]) -> TokenUsage:
     )
 
 
-@pytest.mark.parametrize(
-    "folder", [pytest.param(OWN, id="own"), pytest.param(SHARED, id="shared", marks=needs_shared)]
-)
+@pytest.mark.parametrize("folder", [pytest.param(f, id=label(f)) for f in folders()])
 def test_manifest_lists_every_fixture_file(folder: Path) -> None:
-    names = set(_manifest(folder))
+    names = set(manifest(folder))
     assert len(names) == EXPECTED_FIXTURE_COUNT[folder]
     on_disk = {p.name for p in folder.glob("*.jsonl")}
     assert names == on_disk
@@ -67,7 +54,7 @@ def test_manifest_lists_every_fixture_file(folder: Path) -> None:
 
 @pytest.mark.parametrize(("folder", "name"), _cases())
 def test_fixture_conforms_to_manifest(folder: Path, name: str) -> None:
-    expected = _manifest(folder)[name]
+    expected = manifest(folder)[name]
     tracker = UsageTracker()
     live_before_result: TokenUsage | None = None
     for line in (folder / name).read_bytes().splitlines(keepends=True):

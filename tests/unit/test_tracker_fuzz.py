@@ -12,7 +12,6 @@ import json
 import math
 import re
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,8 +21,8 @@ from hypothesis import strategies as st
 from budget_core import TokenUsage, UsageTracker
 from orchestrator.simulator import Config
 from orchestrator.simulator import run as simulate
+from tests import fixture_sets
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "stream-json"
 FUZZ = settings(
     max_examples=150,
     deadline=None,
@@ -77,8 +76,8 @@ def simulated_transcripts() -> tuple[tuple[bytes, ...], ...]:
 
 @cache
 def fixture_transcripts() -> tuple[tuple[bytes, ...], ...]:
-    files = sorted(FIXTURES.glob("*.jsonl"))
-    return tuple(tuple(f.read_bytes().split(b"\n")) for f in files)
+    """Real transcripts: the project's own, and the shared set where it exists."""
+    return tuple(tuple(f.read_bytes().split(b"\n")) for f in fixture_sets.files())
 
 
 # Values a mutation may put in place of a number: each has broken a counter somewhere.
@@ -280,10 +279,6 @@ def test_mutated_simulator_transcripts(lines: list[bytes]) -> None:
     check(lines)
 
 
-@pytest.mark.skipif(
-    not fixture_transcripts(),
-    reason=f"shared stream-json fixtures not found at {FIXTURES} (the repo's sibling ../shared)",
-)
 @FUZZ
 @given(st.data())
 def test_mutated_real_transcripts(data: st.DataObject) -> None:

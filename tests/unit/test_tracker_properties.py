@@ -16,27 +16,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from budget_core import OVERALL, BudgetManager, TokenUsage, UsageTracker, line_may_carry_usage
-
-FIXTURES = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures" / "stream-json"
-MANIFEST = FIXTURES / "MANIFEST.json"
-SKIP_REASON = f"shared stream-json fixtures not found at {FIXTURES} (the repo's sibling ../shared)"
+from tests import fixture_sets
 
 GENERATED = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 PER_FIXTURE = settings(max_examples=25, deadline=None)
 
 
-def _fixture_names() -> list[str]:
-    if not MANIFEST.is_file():
-        return []
-    return sorted(json.loads(MANIFEST.read_text(encoding="utf-8"))["fixtures"])
-
-
-def _fixture_param(name: str) -> Any:
-    return pytest.param(name, id=name)
-
-
-FIXTURE_PARAMS = [_fixture_param(n) for n in _fixture_names()] or [
-    pytest.param("", marks=pytest.mark.skip(reason=SKIP_REASON), id="fixtures-absent")
+# Real transcripts: the project's own, and the shared set where it exists.
+FIXTURE_PARAMS = [
+    pytest.param(path, id=f"{fixture_sets.label(path.parent)}/{path.name}")
+    for path in fixture_sets.files()
 ]
 
 
@@ -494,26 +483,26 @@ def test_dropping_lines_that_cannot_carry_usage_changes_no_figure(t: Transcript)
     assert state(feed(_kept(t.lines)))[:-1] == state(feed(t.lines))[:-1]
 
 
-# -- properties over the shared fixture files ------------------------------------------------
+# -- properties over the real fixture files (ours, and the shared set) ------------------------
 
 
-@pytest.mark.parametrize("name", FIXTURE_PARAMS)
+@pytest.mark.parametrize("path", FIXTURE_PARAMS)
 @PER_FIXTURE
 @given(positions=st.lists(st.integers(min_value=0), max_size=60))
-def test_any_chunking_of_a_fixture_gives_the_same_totals(name: str, positions: list[int]) -> None:
-    data = (FIXTURES / name).read_bytes()
+def test_any_chunking_of_a_fixture_gives_the_same_totals(path: Path, positions: list[int]) -> None:
+    data = path.read_bytes()
     by_line = feed(data.splitlines())
     by_chunk = feed(reassemble(cut(data, positions)))
     assert state(by_chunk) == state(by_line)
 
 
-@pytest.mark.parametrize("name", FIXTURE_PARAMS)
+@pytest.mark.parametrize("path", FIXTURE_PARAMS)
 @PER_FIXTURE
 @given(data=st.data())
 def test_a_repeated_assistant_line_of_a_fixture_changes_nothing(
-    name: str, data: st.DataObject
+    path: Path, data: st.DataObject
 ) -> None:
-    lines = (FIXTURES / name).read_bytes().splitlines()
+    lines = path.read_bytes().splitlines()
     assistant_at = [i for i, line in enumerate(lines) if is_type(line, "assistant")]
     if not assistant_at:
         return
@@ -523,18 +512,18 @@ def test_a_repeated_assistant_line_of_a_fixture_changes_nothing(
     assert state(feed(repeated)) == state(feed(lines))
 
 
-@pytest.mark.parametrize("name", FIXTURE_PARAMS)
-def test_dropping_fixture_lines_that_cannot_carry_usage_changes_no_figure(name: str) -> None:
-    lines = (FIXTURES / name).read_bytes().splitlines()
+@pytest.mark.parametrize("path", FIXTURE_PARAMS)
+def test_dropping_fixture_lines_that_cannot_carry_usage_changes_no_figure(path: Path) -> None:
+    lines = path.read_bytes().splitlines()
     assert state(feed(_kept(lines)))[:-1] == state(feed(lines))[:-1]
 
 
-@pytest.mark.parametrize("name", FIXTURE_PARAMS)
-def test_fixture_deltas_sum_to_usage_and_live_never_decreases(name: str) -> None:
+@pytest.mark.parametrize("path", FIXTURE_PARAMS)
+def test_fixture_deltas_sum_to_usage_and_live_never_decreases(path: Path) -> None:
     tracker = UsageTracker()
     total = previous = TokenUsage()
     seen_result = False
-    for line in (FIXTURES / name).read_bytes().splitlines():
+    for line in path.read_bytes().splitlines():
         seen_result = seen_result or is_type(line, "result")
         total += tracker.feed_line(line)
         if not seen_result:
