@@ -52,6 +52,7 @@ from _common import (
     write_config,
     write_fake_claude,
 )
+from bench_end_to_end import CALLS, DELTAS, HUGE, INSTANCES, KEYS  # the same workload
 
 from budget_core import TokenUsage, line_may_carry_usage
 from orchestrator.config import RunConfig, load_config_file
@@ -61,10 +62,6 @@ from orchestrator.ledger.sqlite import SqliteLedger
 from orchestrator.lines import LineAssembler
 from orchestrator.run import Orchestrator
 
-INSTANCES = 20
-CALLS, DELTAS = 50, 89  # 4,998 lines per instance
-KEYS = ("/analyze", "/review", "/test", "/docs")
-HUGE = 10**12
 WINDOWED = {
     "overall_budget": f"{HUGE}/day",
     "command_budgets": dict.fromkeys(KEYS, f"{HUGE}/5h"),

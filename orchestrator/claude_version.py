@@ -114,7 +114,7 @@ def _check_version(claude_cmd: Sequence[str], timeout_s: float) -> VersionCheck:
         output, problem = _read_output(proc, timeout_s)
     finally:
         _kill_group(proc)
-        kill_all(strays(token))
+        kill_all(strays([token]))
     if problem is None and proc.returncode != 0:
         problem = f"--version exited with status {proc.returncode}"
     if problem is not None:

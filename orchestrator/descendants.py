@@ -58,23 +58,25 @@ def descendants_of(pid: int) -> list[int]:
     return found
 
 
-def carries_token(pid: int, token: str) -> bool:
-    """Whether ``pid`` was started with ``INSTANCE_ENV=token`` in its environment."""
+def token_of(pid: int) -> str | None:
+    """The ``INSTANCE_ENV`` token ``pid`` was started with, if any."""
     try:
         with open(f"/proc/{pid}/environ", "rb") as f:
             environ = f.read()
     except OSError:
-        return False
-    return f"{INSTANCE_ENV}={token}".encode() in environ.split(b"\0")
+        return None
+    prefix = f"{INSTANCE_ENV}=".encode()
+    entry = next((e for e in environ.split(b"\0") if e.startswith(prefix)), None)
+    return entry[len(prefix) :].decode(errors="replace") if entry is not None else None
 
 
-def strays(token: str, exclude: Iterable[int] = ()) -> list[int]:
-    """Processes of the instance with ``token`` that were handed to this (subreaper)
+def strays(tokens: Iterable[str], exclude: Iterable[int] = ()) -> list[int]:
+    """Processes of the instances with ``tokens`` that were handed to this (subreaper)
     process, and everything below them."""
-    skip = set(exclude)
+    wanted, skip = set(tokens), set(exclude)
     found: list[int] = []
     for child in children_of(os.getpid()):
-        if child not in skip and carries_token(child, token):
+        if child not in skip and token_of(child) in wanted:
             found.append(child)
             found.extend(descendants_of(child))
     return found
@@ -82,7 +84,10 @@ def strays(token: str, exclude: Iterable[int] = ()) -> list[int]:
 
 def kill_all(pids: Iterable[int]) -> None:
     """SIGKILL each of ``pids``, and collect those that were handed to this process (only
-    those: an instance's own process is collected by the event loop's child watcher)."""
+    those: an instance's own process is collected by its watcher, a pidfd on the loop)."""
+    pids = list(pids)
+    if not pids:
+        return  # the usual case, at every instance's end: no need to list our children
     mine = set(children_of(os.getpid()))
     killed = []
     for pid in pids:

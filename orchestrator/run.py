@@ -499,8 +499,7 @@ class Orchestrator:
             for i in self._instances
             if i.has_live_process and i.process is not None and i.process.pid is not None
         }
-        for token in tokens:
-            kill_all(strays(token, exclude=live))
+        kill_all(strays(tokens, exclude=live))
 
     # -- counting ------------------------------------------------------------------------
 
