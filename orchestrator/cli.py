@@ -11,7 +11,6 @@ import os
 import shlex
 import shutil
 import signal
-import stat
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -54,6 +53,7 @@ from orchestrator.report import HeadlessReporter, summary_report
 from orchestrator.run import Orchestrator, budget_manager_for
 from orchestrator.summary import summary_dict, write_summary_json
 from orchestrator.threaded import ThreadedRun
+from orchestrator.workspace import workspace_problem
 
 log = logging.getLogger("orchestrator")
 
@@ -451,22 +451,6 @@ def build_run(args: argparse.Namespace) -> RunConfig:
         if problem := command_line_problem(instance_argv(run, spec)):
             raise ConfigError(f"instance {spec.name!r}: {problem}")
     return run
-
-
-def workspace_problem(path: str) -> str | None:
-    """Why instances cannot run in ``path``, or None. Without this check a spawn into a
-    folder we may not enter fails as "cannot start claude: Permission denied"."""
-    try:
-        info = os.stat(path)
-    except FileNotFoundError:
-        return "does not exist"
-    except (OSError, ValueError) as exc:
-        return f"cannot be reached: {getattr(exc, 'strerror', None) or exc}"
-    if not stat.S_ISDIR(info.st_mode):
-        return "is not a directory"
-    if not os.access(path, os.R_OK | os.X_OK):
-        return "cannot be entered and read: permission denied"
-    return None
 
 
 def _dry_claude(args: argparse.Namespace) -> tuple[str, ...]:

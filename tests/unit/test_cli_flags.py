@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.cli import MAX_SECONDS, build_parser, build_run, workspace_problem
+from orchestrator import workspace
+from orchestrator.cli import MAX_SECONDS, build_parser, build_run
 from orchestrator.config import ConfigError
+from orchestrator.workspace import workspace_problem
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -182,11 +184,17 @@ def check_as(user: str | None, path: Path) -> str | None:
     so a mode-000 folder is only refused for someone else)."""
     if user is None:
         return workspace_problem(str(path))
-    code = "import sys; from orchestrator.cli import workspace_problem as w; print(w(sys.argv[1]))"
+    # The module's own file, copied where ``user`` can read it (the checkout may sit in a
+    # folder only root can enter), run by an interpreter that user can start.
+    copy = path.parent / "workspace_check.py"
+    shutil.copy(workspace.__file__, copy)
+    copy.chmod(0o644)
+    code = "import sys; from workspace_check import workspace_problem as w; print(w(sys.argv[1]))"
+    python = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
     done = subprocess.run(
         ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups",
-         sys.executable, "-c", code, str(path)],
-        cwd="/", env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONDONTWRITEBYTECODE": "1"},
+         python, "-c", code, str(path)],
+        cwd="/", env={"PYTHONPATH": str(path.parent), "PYTHONDONTWRITEBYTECODE": "1"},
         capture_output=True, text=True, timeout=60, check=True,
     )  # fmt: skip
     out = done.stdout.strip()
