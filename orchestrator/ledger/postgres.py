@@ -1,0 +1,604 @@
+"""The fleet ledger: one PostgreSQL database shared by many machines (psycopg 3).
+
+Same records as the SQLite ledger. What differs:
+
+- Each batch of charges is written in one transaction that also adds them to per-minute
+  counters (``spend_1m`` for everyone, ``run_spend_1m`` per run) and reads the windows' new
+  totals back (``write_and_sum``): the decision rests on the value the database returned.
+  Counter rows are updated in one order (key, minute), so two writers never deadlock.
+- A charge really inserted (``ON CONFLICT DO NOTHING`` on (run, instance, seq)) is the only
+  one counted in the counters: a replay after an outage counts nothing twice.
+- A commit that charged something sends ``NOTIFY orchestrator_spend``; other orchestrators
+  ``LISTEN`` and read their windows again at once (``listen``).
+- Schema: ``?schema=NAME`` in the URL (taken out before libpq sees it) selects the schema,
+  ``public`` by default. Versioned in ``ledger_meta``; migrated forward on open under an
+  advisory lock, refused when newer.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import psycopg
+from psycopg import sql
+
+from budget_core import Unit
+from budget_core.windows import calendar_buckets
+from orchestrator.ledger.base import (
+    CRASHED_AFTER_S,
+    Charge,
+    InstanceRecord,
+    LedgerError,
+    LedgerUnreachable,
+    RunRecord,
+    UsageRow,
+    WindowQuery,
+    WindowSpend,
+)
+from orchestrator.ledger.sqlite import _aggregate, _bucket_label, _group_of
+
+T = TypeVar("T")
+CHANNEL = "orchestrator_spend"
+SCHEMA_VERSION = 2
+MINUTE = 60
+CONNECT_TIMEOUT_S = 3
+# Detect a dead peer in seconds, not the kernel's default of minutes (a cut network).
+_CONNECT_DEFAULTS = {
+    "connect_timeout": str(CONNECT_TIMEOUT_S),
+    "keepalives": "1",
+    "keepalives_idle": "5",
+    "keepalives_interval": "1",
+    "keepalives_count": "3",
+    "tcp_user_timeout": "5000",
+    "application_name": "claude-budget-orchestrator",
+}
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+# Each step takes the schema from the version before it to its own number.
+MIGRATIONS: tuple[tuple[int, str], ...] = (
+    (
+        1,
+        """
+CREATE TABLE runs (
+    id TEXT PRIMARY KEY, started DOUBLE PRECISION NOT NULL, ended DOUBLE PRECISION,
+    heartbeat DOUBLE PRECISION, exit_code INTEGER, host TEXT, "user" TEXT, cwd TEXT,
+    argv TEXT, mode TEXT, labels TEXT NOT NULL DEFAULT '{}', resumed_from TEXT
+);
+CREATE TABLE instances (
+    run_id TEXT NOT NULL, name TEXT NOT NULL, command TEXT, budget_key TEXT, session_id TEXT,
+    status TEXT, input BIGINT, output BIGINT, cache_creation BIGINT, cache_read BIGINT,
+    cost_usd DOUBLE PRECISION, final BOOLEAN, cost_is_estimate BOOLEAN,
+    started DOUBLE PRECISION, ended DOUBLE PRECISION, error TEXT, PRIMARY KEY (run_id, name)
+);
+CREATE TABLE charges (
+    run_id TEXT NOT NULL, instance TEXT NOT NULL, seq INTEGER NOT NULL,
+    ts DOUBLE PRECISION NOT NULL, budget_key TEXT NOT NULL, model TEXT,
+    input BIGINT NOT NULL, output BIGINT NOT NULL, cache_creation BIGINT NOT NULL,
+    cache_read BIGINT NOT NULL, cost_usd DOUBLE PRECISION NOT NULL,
+    cost_is_estimate BOOLEAN NOT NULL, PRIMARY KEY (run_id, instance, seq)
+);
+CREATE INDEX charges_by_time ON charges (ts);
+CREATE INDEX charges_by_key ON charges (budget_key, ts);
+""",
+    ),
+    (
+        2,
+        # Per-minute counters: a window's total reads one row a minute, not every charge.
+        # Filled from the charges already there, so a ledger of version 1 keeps its spend.
+        """
+CREATE TABLE spend_1m (
+    budget_key TEXT NOT NULL, minute BIGINT NOT NULL, tokens BIGINT NOT NULL,
+    cost_usd DOUBLE PRECISION NOT NULL, PRIMARY KEY (budget_key, minute)
+);
+CREATE INDEX spend_1m_by_minute ON spend_1m (minute) INCLUDE (tokens, cost_usd);
+CREATE TABLE run_spend_1m (
+    run_id TEXT NOT NULL, budget_key TEXT NOT NULL, minute BIGINT NOT NULL,
+    tokens BIGINT NOT NULL, cost_usd DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (run_id, budget_key, minute)
+);
+CREATE INDEX charges_by_run ON charges (run_id, ts);
+INSERT INTO spend_1m
+    SELECT budget_key, floor(ts / 60)::bigint,
+        SUM(input + output + cache_creation + cache_read), SUM(cost_usd)
+    FROM charges GROUP BY 1, 2;
+INSERT INTO run_spend_1m
+    SELECT run_id, budget_key, floor(ts / 60)::bigint,
+        SUM(input + output + cache_creation + cache_read), SUM(cost_usd)
+    FROM charges GROUP BY 1, 2, 3;
+""",
+    ),
+)
+_TOKENS = "input + output + cache_creation + cache_read"
+
+
+def split_url(url: str) -> tuple[str, str]:
+    """(the URL libpq reads, the schema): ``schema`` is ours, libpq would refuse it."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    schemas = [value for key, value in query if key == "schema"]
+    if len(schemas) > 1:
+        raise LedgerError("ledger URL: 'schema' is given more than once")
+    schema = schemas[0] if schemas else "public"
+    if not _IDENT.match(schema):
+        raise LedgerError(
+            f"ledger URL: schema {schema!r} must be a plain name (letters, digits, _; "
+            "up to 63, not starting with a digit)"
+        )
+    rest = urlencode([(k, v) for k, v in query if k != "schema"])
+    return urlunsplit(parts._replace(query=rest)), schema
+
+
+class PostgresLedger:
+    """One connection (autocommit; explicit transactions). Reconnects on the next call after
+    a connection is lost; while it cannot, calls raise ``LedgerUnreachable``."""
+
+    fleet = True  # shared by machines: journal locally in an outage; notifies
+
+    def __init__(self, url: str, display: str) -> None:
+        self.url = display
+        self._secret_url = url
+        self._libpq_url, self.schema = split_url(url)
+        try:
+            self._params = psycopg.conninfo.conninfo_to_dict(self._libpq_url)
+        except psycopg.Error as exc:
+            raise LedgerError(f"ledger URL {self.url!r}: {self._clean(exc)}") from None
+        self._password = str(self._params.get("password") or "")
+        for key, value in _CONNECT_DEFAULTS.items():
+            self._params.setdefault(key, value)
+        self._conninfo = psycopg.conninfo.make_conninfo("", **self._params)
+        self._conn: psycopg.Connection[Any] | None = None
+        self._connect()
+        self._migrate()
+
+    # -- connection ------------------------------------------------------------------------
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        if self._conn is not None and not self._conn.closed:
+            return self._conn
+        self._conn = None
+        try:
+            conn = psycopg.connect(self._conninfo, autocommit=True)
+        except psycopg.Error as exc:
+            raise LedgerUnreachable(
+                f"cannot connect to ledger {self.url}: {self._clean(exc)}"
+            ) from None
+        try:
+            found = conn.execute(
+                "SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,)
+            ).fetchone()
+            if found is None:
+                conn.close()
+                raise LedgerError(
+                    f"ledger {self.url}: schema {self.schema!r} does not exist "
+                    f"(create it: CREATE SCHEMA {self.schema})"
+                )
+            conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
+        except psycopg.Error as exc:
+            conn.close()
+            raise self._error(exc) from None
+        self._conn = conn
+        return conn
+
+    def connection(self) -> psycopg.Connection[Any]:
+        return self._connect()
+
+    def _clean(self, exc: BaseException | str) -> str:
+        """An error's text on one line, with no password and no whole URL in it: libpq puts
+        the connection string in some messages (``invalid dsn: ... in "postgresql://..."``)."""
+        text = str(exc).strip()
+        for secret in (self._secret_url, self._libpq_url):
+            if secret:
+                text = text.replace(secret, self.url)
+        if self._password:
+            text = text.replace(self._password, "***")
+        return "; ".join(line.strip() for line in text.splitlines() if line.strip())
+
+    def _error(self, exc: psycopg.Error) -> LedgerError:
+        if isinstance(exc, psycopg.OperationalError) or (
+            self._conn is not None and self._conn.closed
+        ):
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+            return LedgerUnreachable(f"ledger {self.url} unreachable: {self._clean(exc)}")
+        return LedgerError(f"ledger {self.url}: {self._clean(exc)}")
+
+    def _guarded(self, call: Callable[[psycopg.Connection[Any]], T]) -> T:
+        conn = self._connect()
+        try:
+            return call(conn)
+        except psycopg.Error as exc:
+            raise self._error(exc) from None
+
+    def _migrate(self) -> None:
+        def run(conn: psycopg.Connection[Any]) -> None:
+            with conn.transaction():
+                # One migrator per schema at a time; the others wait, then find it done.
+                conn.execute(
+                    "SELECT pg_advisory_xact_lock(hashtext(%s))",
+                    (f"claude-budget-orchestrator:{self.schema}",),
+                )
+                version = self._version(conn)
+                if version > SCHEMA_VERSION:
+                    raise LedgerError(
+                        f"ledger {self.url} was written by a newer orchestrator (schema "
+                        f"{version}; this one reads up to {SCHEMA_VERSION}): upgrade, or use "
+                        "another --ledger"
+                    )
+                if version == SCHEMA_VERSION:
+                    return
+                if version == 0:
+                    conn.execute("CREATE TABLE ledger_meta (key TEXT PRIMARY KEY, value TEXT)")
+                for number, script in MIGRATIONS:
+                    if number > version:
+                        conn.execute(script)
+                conn.execute(
+                    "INSERT INTO ledger_meta VALUES ('schema_version', %s)"
+                    " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (str(SCHEMA_VERSION),),
+                )
+
+        self._guarded(run)
+
+    def _version(self, conn: psycopg.Connection[Any]) -> int:
+        (meta,) = conn.execute("SELECT to_regclass('ledger_meta')").fetchone() or (None,)
+        if meta is None:
+            return 0
+        row = conn.execute("SELECT value FROM ledger_meta WHERE key = 'schema_version'").fetchone()
+        return int(row[0]) if row else 0
+
+    def schema_version(self) -> int:
+        return self._guarded(self._version)
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def open_run(self, run: RunRecord) -> None:
+        self._guarded(
+            lambda conn: conn.execute(
+                'INSERT INTO runs (id, started, heartbeat, host, "user", cwd, argv, mode,'
+                " labels, resumed_from) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT (id) DO NOTHING",
+                (
+                    run.id,
+                    run.started,
+                    run.started,
+                    run.host,
+                    run.user,
+                    run.cwd,
+                    json.dumps(list(run.argv)),
+                    run.mode,
+                    json.dumps(dict(run.labels), sort_keys=True),
+                    run.resumed_from,
+                ),
+            )
+        )
+
+    def write(
+        self,
+        charges: Sequence[Charge],
+        instances: Sequence[InstanceRecord],
+        heartbeat: tuple[str, float] | None = None,
+    ) -> None:
+        self.write_and_sum(charges, instances, heartbeat, None, ())
+
+    def write_and_sum(
+        self,
+        charges: Sequence[Charge],
+        instances: Sequence[InstanceRecord],
+        heartbeat: tuple[str, float] | None,
+        run_id: str | None,
+        queries: Sequence[WindowQuery],
+    ) -> list[WindowSpend]:
+        """Write in one transaction and return each window's spend as of that commit."""
+
+        def run(conn: psycopg.Connection[Any]) -> list[WindowSpend]:
+            with conn.transaction():
+                keys = self._insert_charges(conn, charges)
+                self._upsert_instances(conn, instances)
+                if heartbeat is not None:
+                    conn.execute(
+                        "UPDATE runs SET heartbeat = %s WHERE id = %s", (heartbeat[1], heartbeat[0])
+                    )
+                if keys:
+                    payload = {"schema": self.schema, "run": charges[0].run_id, "keys": keys}
+                    conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, json.dumps(payload)))
+                if run_id is None or not queries:
+                    return []
+                return self._sums(conn, run_id, queries)
+
+        return self._guarded(run)
+
+    def _insert_charges(
+        self, conn: psycopg.Connection[Any], charges: Sequence[Charge]
+    ) -> list[str]:
+        """Insert; add only what was really inserted to the counters. Returns the keys."""
+        if not charges:
+            return []
+        columns = list(
+            zip(
+                *(
+                    (
+                        c.run_id,
+                        c.instance,
+                        c.seq,
+                        c.at,
+                        c.budget_key,
+                        c.model,
+                        c.usage.input,
+                        c.usage.output,
+                        c.usage.cache_creation,
+                        c.usage.cache_read,
+                        c.cost_usd,
+                        c.cost_is_estimate,
+                    )
+                    for c in charges
+                ),
+                strict=True,
+            )
+        )
+        inserted = conn.execute(
+            "INSERT INTO charges SELECT * FROM unnest(%s::text[], %s::text[], %s::int[],"
+            " %s::float8[], %s::text[], %s::text[], %s::int8[], %s::int8[], %s::int8[],"
+            " %s::int8[], %s::float8[], %s::bool[]) ON CONFLICT DO NOTHING"
+            f" RETURNING run_id, budget_key, floor(ts / 60)::bigint, {_TOKENS}, cost_usd",
+            [list(column) for column in columns],
+        ).fetchall()
+        shared: dict[tuple[str, int], list[float]] = defaultdict(lambda: [0, 0.0])
+        own: dict[tuple[str, str, int], list[float]] = defaultdict(lambda: [0, 0.0])
+        for run_id, key, minute, tokens, cost in inserted:
+            for sums in (shared[(key, minute)], own[(run_id, key, minute)]):
+                sums[0] += tokens
+                sums[1] += cost
+        if shared:
+            rows = sorted(shared.items())  # one lock order for every writer: no deadlock
+            conn.execute(
+                "INSERT INTO spend_1m SELECT * FROM unnest(%s::text[], %s::int8[], %s::int8[],"
+                " %s::float8[]) ON CONFLICT (budget_key, minute) DO UPDATE SET"
+                " tokens = spend_1m.tokens + excluded.tokens,"
+                " cost_usd = spend_1m.cost_usd + excluded.cost_usd",
+                [
+                    [k for (k, _), _ in rows],
+                    [m for (_, m), _ in rows],
+                    [int(s[0]) for _, s in rows],
+                    [s[1] for _, s in rows],
+                ],
+            )
+            mine = sorted(own.items())
+            conn.execute(
+                "INSERT INTO run_spend_1m SELECT * FROM unnest(%s::text[], %s::text[],"
+                " %s::int8[], %s::int8[], %s::float8[])"
+                " ON CONFLICT (run_id, budget_key, minute) DO UPDATE SET"
+                " tokens = run_spend_1m.tokens + excluded.tokens,"
+                " cost_usd = run_spend_1m.cost_usd + excluded.cost_usd",
+                [
+                    [r for (r, _, _), _ in mine],
+                    [k for (_, k, _), _ in mine],
+                    [m for (_, _, m), _ in mine],
+                    [int(s[0]) for _, s in mine],
+                    [s[1] for _, s in mine],
+                ],
+            )
+        return sorted({key for key, _ in shared})
+
+    def _upsert_instances(
+        self, conn: psycopg.Connection[Any], instances: Sequence[InstanceRecord]
+    ) -> None:
+        if not instances:
+            return
+        with conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO instances VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
+                " %s, %s, %s, %s) ON CONFLICT (run_id, name) DO UPDATE SET"
+                " command = excluded.command, budget_key = excluded.budget_key,"
+                " session_id = excluded.session_id, status = excluded.status,"
+                " input = excluded.input, output = excluded.output,"
+                " cache_creation = excluded.cache_creation, cache_read = excluded.cache_read,"
+                " cost_usd = excluded.cost_usd, final = excluded.final,"
+                " cost_is_estimate = excluded.cost_is_estimate, started = excluded.started,"
+                " ended = excluded.ended, error = excluded.error",
+                [
+                    (
+                        i.run_id,
+                        i.name,
+                        i.command,
+                        i.budget_key,
+                        i.session_id,
+                        i.status,
+                        i.usage.input,
+                        i.usage.output,
+                        i.usage.cache_creation,
+                        i.usage.cache_read,
+                        i.cost_usd,
+                        i.final,
+                        i.cost_is_estimate,
+                        i.started,
+                        i.ended,
+                        i.error,
+                    )
+                    for i in instances
+                ],
+            )
+
+    def close_run(self, run_id: str, ended: float, exit_code: int) -> None:
+        self._guarded(
+            lambda conn: conn.execute(
+                "UPDATE runs SET ended = %s, heartbeat = %s, exit_code = %s WHERE id = %s",
+                (ended, ended, exit_code, run_id),
+            )
+        )
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def window_spend(self, run_id: str, queries: Sequence[WindowQuery]) -> list[WindowSpend]:
+        def run(conn: psycopg.Connection[Any]) -> list[WindowSpend]:
+            # One snapshot for every sum.
+            with conn.transaction():
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                return self._sums(conn, run_id, queries)
+
+        return self._guarded(run)
+
+    def _sums(
+        self, conn: psycopg.Connection[Any], run_id: str, queries: Sequence[WindowQuery]
+    ) -> list[WindowSpend]:
+        """Each window: whole minutes from the counters, the part of a minute a rolling
+        window starts in from the charges themselves."""
+        out = []
+        for q in queries:
+            amount = "tokens" if q.unit is Unit.TOKENS else "cost_usd"
+            raw = _TOKENS if q.unit is Unit.TOKENS else "cost_usd"
+            first = math.ceil(q.start / MINUTE)
+            key = "AND budget_key = %(key)s" if q.key is not None else ""
+            ragged = first * MINUTE > q.start
+            edge = (
+                f"SELECT {raw} AS v, run_id FROM charges WHERE ts >= %(start)s"
+                f" AND ts < %(aligned)s {key}"
+            )
+            text = (
+                f"SELECT (SELECT COALESCE(SUM({amount}), 0) FROM spend_1m"
+                f"   WHERE minute >= %(first)s {key}),"
+                f" (SELECT COALESCE(SUM({amount}), 0) FROM run_spend_1m"
+                f"   WHERE run_id = %(run)s AND minute >= %(first)s {key}),"
+                f" (SELECT COALESCE(SUM({amount}), 0) FROM run_spend_1m"
+                f"   WHERE run_id = %(run)s {key})"
+            )
+            if ragged:
+                text += (
+                    f", (SELECT COALESCE(SUM(v), 0) FROM ({edge}) e),"
+                    f" (SELECT COALESCE(SUM(v), 0) FROM ({edge}) e WHERE run_id = %(run)s)"
+                )
+            args = {
+                "first": first,
+                "key": q.key,
+                "run": run_id,
+                "start": q.start,
+                "aligned": float(first * MINUTE),
+            }
+            row = conn.execute(text, args).fetchone()
+            assert row is not None
+            total, own_in, own_all = row[0], row[1], row[2]
+            if ragged:
+                total, own_in = total + row[3], own_in + row[4]
+            cast = int if q.unit is Unit.TOKENS else float
+            out.append(WindowSpend(cast(total - own_in), cast(own_all - own_in)))
+        return out
+
+    def usage(self, since: float, until: float, by: str, now: float) -> list[UsageRow]:
+        return self._guarded(lambda conn: self._usage(conn, since, until, by, now))
+
+    def _usage(
+        self, conn: psycopg.Connection[Any], since: float, until: float, by: str, now: float
+    ) -> list[UsageRow]:
+        parts: list[tuple[str, tuple[object, ...]]] = []
+        if by in ("day", "week", "month"):
+            first, last = conn.execute(
+                "SELECT MIN(ts), MAX(ts) FROM charges WHERE ts >= %s AND ts < %s", (since, until)
+            ).fetchone() or (None, None)
+            spans = (
+                calendar_buckets(by, first, last + 1e-6)
+                if first is not None and last is not None
+                else []
+            )
+            for start, end in spans:
+                label = _bucket_label(by, start)
+                rows = self._range(conn, max(start, since), min(end, until))
+                parts += [(label, row) for row in rows]
+        else:
+            rows = self._range(conn, since, until)
+            labels: dict[str, dict[str, str]] = {}
+            if by.startswith("label:"):
+                ids = sorted({str(row[0]) for row in rows})
+                labels = {
+                    rid: json.loads(text)
+                    for rid, text in conn.execute(
+                        "SELECT id, labels FROM runs WHERE id = ANY(%s)", (ids,)
+                    )
+                }
+            for row in rows:
+                parts.append((_group_of(by, row, labels), row))
+        statuses = self._run_statuses(conn, now) if by == "run" else {}
+        return _aggregate(parts, statuses)
+
+    def _range(
+        self, conn: psycopg.Connection[Any], since: float, until: float
+    ) -> list[tuple[object, ...]]:
+        # An instance's cost is an estimate when its latest charge says so.
+        return conn.execute(
+            "SELECT run_id, instance, budget_key, COALESCE(model, ''), SUM(input), SUM(output),"
+            " SUM(cache_creation), SUM(cache_read), SUM(cost_usd),"
+            " (array_agg(cost_is_estimate ORDER BY seq DESC))[1], MAX(seq)"
+            " FROM charges WHERE ts >= %s AND ts < %s GROUP BY 1, 2, 3, 4",
+            (since, until),
+        ).fetchall()
+
+    def _run_statuses(self, conn: psycopg.Connection[Any], now: float) -> dict[str, str]:
+        statuses = {}
+        for rid, ended, heartbeat in conn.execute("SELECT id, ended, heartbeat FROM runs"):
+            if ended is not None:
+                statuses[rid] = "ended"
+            elif heartbeat is None or now - heartbeat > CRASHED_AFTER_S:
+                statuses[rid] = "crashed"
+            else:
+                statuses[rid] = "running"
+        return statuses
+
+    def run_status(self, run_id: str, now: float) -> str | None:
+        return self._guarded(lambda conn: self._run_statuses(conn, now).get(run_id))
+
+    # -- notifications ---------------------------------------------------------------------
+
+    def listen(self, run_id: str, on_change: Callable[[], None]) -> Callable[[], None]:
+        """Call ``on_change`` (on a thread of its own) whenever another run charges this
+        schema; returns a function that stops listening. Reconnects after an outage (and
+        calls ``on_change`` then: what was missed meanwhile is read again)."""
+        listener = _Listener(self, run_id, on_change)
+        listener.start()
+        return listener.stop
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+class _Listener(threading.Thread):
+    RETRY_S = 0.5
+    WAKE_S = 0.2  # how soon ``stop`` is noticed
+
+    def __init__(self, ledger: PostgresLedger, run_id: str, on_change: Callable[[], None]):
+        super().__init__(name="ledger-listen", daemon=True)
+        self._ledger = ledger
+        self._run_id = run_id
+        self._on_change = on_change
+        self._stopped = threading.Event()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self.join(timeout=2)
+
+    def run(self) -> None:
+        while not self._stopped.is_set():
+            try:
+                with psycopg.connect(self._ledger._conninfo, autocommit=True) as conn:
+                    conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(CHANNEL)))
+                    self._on_change()  # whatever was missed while not listening
+                    while not self._stopped.is_set():
+                        for note in conn.notifies(timeout=self.WAKE_S):
+                            if self._concerns_us(note.payload):
+                                self._on_change()
+            except psycopg.Error:
+                self._stopped.wait(self.RETRY_S)
+
+    def _concerns_us(self, payload: str) -> bool:
+        try:
+            data = json.loads(payload)
+        except ValueError:
+            return False
+        return bool(data.get("schema") == self._ledger.schema and data.get("run") != self._run_id)
