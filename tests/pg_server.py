@@ -84,6 +84,8 @@ class TcpProxy:
         self._up = threading.Event()
         self._up.set()
         self._closed = threading.Event()
+        self._flowing = threading.Event()  # cleared: a link that answers nothing, open
+        self._flowing.set()
         self._lock = threading.Lock()
         self._pairs: list[tuple[socket.socket, socket.socket]] = []
         self.cut_at: float | None = None
@@ -114,6 +116,7 @@ class TcpProxy:
     def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
         with contextlib.suppress(OSError):
             while data := src.recv(65536):
+                self._flowing.wait()
                 dst.sendall(data)
         for s in (src, dst):
             with contextlib.suppress(OSError):
@@ -127,10 +130,16 @@ class TcpProxy:
             _abort(client)
             _abort(upstream)
 
+    def freeze(self) -> None:
+        """Connections stay open, nothing passes: a server or link that hangs."""
+        self._flowing.clear()
+
     def restore(self) -> None:
         self._up.set()
+        self._flowing.set()
 
     def close(self) -> None:
+        self._flowing.set()
         self._closed.set()
         self.cut()
         self._listener.close()
@@ -138,8 +147,11 @@ class TcpProxy:
 
 
 def _abort(sock: socket.socket) -> None:
-    """Close with a reset, as a dropped link looks to the peer."""
+    """Close with a reset, as a dropped link looks to the peer (shut down first: a thread
+    blocked reading it would otherwise keep it open)."""
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
     with contextlib.suppress(OSError):
         sock.close()

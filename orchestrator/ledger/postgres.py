@@ -17,10 +17,13 @@ Same records as the SQLite ledger. What differs:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
+import socket
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -49,6 +52,10 @@ CHANNEL = "orchestrator_spend"
 SCHEMA_VERSION = 2
 MINUTE = 60
 CONNECT_TIMEOUT_S = 3
+# A call that has not returned by then is abandoned (its socket shut down): a server or a
+# link that stops answering without closing must not hang the run's writer, nor its end.
+CALL_TIMEOUT_S = 5.0
+LONG_CALL_S = 600.0  # a migration (it fills the counters from every charge), a report
 # Detect a dead peer in seconds, not the kernel's default of minutes (a cut network).
 _CONNECT_DEFAULTS = {
     "connect_timeout": str(CONNECT_TIMEOUT_S),
@@ -154,6 +161,8 @@ class PostgresLedger:
             self._params.setdefault(key, value)
         self._conninfo = psycopg.conninfo.make_conninfo("", **self._params)
         self._conn: psycopg.Connection[Any] | None = None
+        self.outages = 0  # connections lost so far (the listener reconnects on a change)
+        self._watchdog = _Watchdog()
         self._connect()
         self._migrate()
 
@@ -207,15 +216,29 @@ class PostgresLedger:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+            self.outages += 1
             return LedgerUnreachable(f"ledger {self.url} unreachable: {self._clean(exc)}")
         return LedgerError(f"ledger {self.url}: {self._clean(exc)}")
 
-    def _guarded(self, call: Callable[[psycopg.Connection[Any]], T]) -> T:
+    def _guarded(
+        self, call: Callable[[psycopg.Connection[Any]], T], timeout: float | None = None
+    ) -> T:
         conn = self._connect()
+        timeout = timeout or CALL_TIMEOUT_S
+        self._watchdog.arm(conn, timeout)
         try:
             return call(conn)
         except psycopg.Error as exc:
+            if self._watchdog.fired:
+                conn.close()
+                self._conn = None
+                self.outages += 1
+                raise LedgerUnreachable(
+                    f"ledger {self.url} unreachable: no answer in {timeout:g}s"
+                ) from None
             raise self._error(exc) from None
+        finally:
+            self._watchdog.disarm()
 
     def _migrate(self) -> None:
         def run(conn: psycopg.Connection[Any]) -> None:
@@ -245,7 +268,7 @@ class PostgresLedger:
                     (str(SCHEMA_VERSION),),
                 )
 
-        self._guarded(run)
+        self._guarded(run, timeout=LONG_CALL_S)
 
     def _version(self, conn: psycopg.Connection[Any]) -> int:
         (meta,) = conn.execute("SELECT to_regclass('ledger_meta')").fetchone() or (None,)
@@ -491,7 +514,9 @@ class PostgresLedger:
         return out
 
     def usage(self, since: float, until: float, by: str, now: float) -> list[UsageRow]:
-        return self._guarded(lambda conn: self._usage(conn, since, until, by, now))
+        return self._guarded(
+            lambda conn: self._usage(conn, since, until, by, now), timeout=LONG_CALL_S
+        )
 
     def _usage(
         self, conn: psycopg.Connection[Any], since: float, until: float, by: str, now: float
@@ -563,9 +588,63 @@ class PostgresLedger:
         return listener.stop
 
     def close(self) -> None:
+        self._watchdog.close()
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+class _Watchdog:
+    """Shuts a connection's socket down when a call on it outlives its deadline: the call
+    then fails at once (psycopg cannot be interrupted from its own thread)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Condition()
+        self._deadline: float | None = None
+        self._conn: psycopg.Connection[Any] | None = None
+        self._closed = False
+        self.fired = False
+        self._thread: threading.Thread | None = None
+
+    def arm(self, conn: psycopg.Connection[Any], seconds: float) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._watch, name="ledger-watchdog", daemon=True
+                )
+                self._thread.start()
+            self.fired = False
+            self._conn = conn
+            self._deadline = time.monotonic() + seconds
+            self._lock.notify()
+
+    def disarm(self) -> None:
+        with self._lock:
+            self._deadline = None
+            self._conn = None
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._lock.notify()
+
+    def _watch(self) -> None:
+        with self._lock:
+            while not self._closed:
+                if self._deadline is None:
+                    self._lock.wait()
+                    continue
+                left = self._deadline - time.monotonic()
+                if left > 0:
+                    self._lock.wait(left)
+                    continue
+                conn, self._deadline = self._conn, None
+                if conn is not None:
+                    self.fired = True
+                    with contextlib.suppress(OSError, psycopg.Error):
+                        fd = conn.pgconn.socket
+                        with socket.fromfd(fd, socket.AF_INET, socket.SOCK_STREAM) as sock:
+                            sock.shutdown(socket.SHUT_RDWR)
 
 
 class _Listener(threading.Thread):
@@ -589,7 +668,10 @@ class _Listener(threading.Thread):
                 with psycopg.connect(self._ledger._conninfo, autocommit=True) as conn:
                     conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(CHANNEL)))
                     self._on_change()  # whatever was missed while not listening
-                    while not self._stopped.is_set():
+                    outages = self._ledger.outages
+                    # A link that broke without closing is noticed by the writer: then
+                    # this connection is suspect too, and is made anew.
+                    while not self._stopped.is_set() and self._ledger.outages == outages:
                         for note in conn.notifies(timeout=self.WAKE_S):
                             if self._concerns_us(note.payload):
                                 self._on_change()

@@ -323,3 +323,25 @@ def test_a_lost_connection_is_reopened_on_the_next_call(pg_schema: PgSchema) -> 
         proxy.close()
     with pytest.raises(psycopg.Error):
         psycopg.connect(f"postgresql://127.0.0.1:{proxy.port}/test", connect_timeout=2)
+
+
+def test_a_server_that_answers_nothing_fails_the_call_in_time(
+    pg_schema: PgSchema, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A link that hangs open (no reset, no close) must not hang the run's writer."""
+    monkeypatch.setattr("orchestrator.ledger.postgres.CALL_TIMEOUT_S", 1.0)
+    proxy = TcpProxy()
+    try:
+        ledger = open_pg(PgSchema(pg_schema.name, pg_schema.url_via("127.0.0.1", proxy.port)))
+        ledger.write([charge("a", 1, NOW)], [])
+        proxy.freeze()
+        began = time.monotonic()
+        with pytest.raises(LedgerUnreachable, match="no answer in 1s"):
+            ledger.write([charge("a", 2, NOW)], [])
+        assert time.monotonic() - began < 3
+        proxy.restore()
+        ledger.write([charge("a", 2, NOW)], [])
+        assert ledger.usage(NOW - 1, NOW + 1, "run", NOW)[0].usage.total == 200
+        ledger.close()
+    finally:
+        proxy.close()
