@@ -163,7 +163,8 @@ def test_a_cut_link_loses_nothing_counts_nothing_twice_and_launches_nothing(
         assert not list(journal_folder(os.environ).glob(f"{run_id}*.sqlite3"))
     with pg_schema.connect() as conn:  # every charge once, in sequence, per instance
         gaps = conn.execute(
-            "SELECT instance, COUNT(*), MAX(seq) FROM charges GROUP BY 1 HAVING COUNT(*) <> MAX(seq)"
+            "SELECT instance, COUNT(*), MAX(seq) FROM charges GROUP BY 1"
+            " HAVING COUNT(*) <> MAX(seq)"
         ).fetchall()
     assert gaps == []
 
