@@ -24,7 +24,6 @@ import re
 import socket
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -319,31 +318,28 @@ class PostgresLedger:
         run_id: str | None,
         queries: Sequence[WindowQuery],
     ) -> list[WindowSpend]:
-        """Write in one transaction and return each window's spend as of that commit."""
+        """Write in one transaction and return each window's spend as of that commit.
+        Pipelined: the statements go out together, one wait for all their answers."""
 
         def run(conn: psycopg.Connection[Any]) -> list[WindowSpend]:
-            with conn.transaction():
-                keys = self._insert_charges(conn, charges)
+            with conn.pipeline(), conn.transaction():
+                self._insert_charges(conn, charges)
                 self._upsert_instances(conn, instances)
                 if heartbeat is not None:
                     conn.execute(
                         "UPDATE runs SET heartbeat = %s WHERE id = %s", (heartbeat[1], heartbeat[0])
                     )
-                if keys:
-                    payload = {"schema": self.schema, "run": charges[0].run_id, "keys": keys}
-                    conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, json.dumps(payload)))
                 if run_id is None or not queries:
                     return []
                 return self._sums(conn, run_id, queries)
 
         return self._guarded(run)
 
-    def _insert_charges(
-        self, conn: psycopg.Connection[Any], charges: Sequence[Charge]
-    ) -> list[str]:
-        """Insert; add only what was really inserted to the counters. Returns the keys."""
+    def _insert_charges(self, conn: psycopg.Connection[Any], charges: Sequence[Charge]) -> None:
+        """One statement: insert; add only what was really inserted to the counters (rows
+        taken in one order, (key, minute), by every writer: no deadlock); notify."""
         if not charges:
-            return []
+            return
         columns = list(
             zip(
                 *(
@@ -366,49 +362,27 @@ class PostgresLedger:
                 strict=True,
             )
         )
-        inserted = conn.execute(
-            "INSERT INTO charges SELECT * FROM unnest(%s::text[], %s::text[], %s::int[],"
-            " %s::float8[], %s::text[], %s::text[], %s::int8[], %s::int8[], %s::int8[],"
-            " %s::int8[], %s::float8[], %s::bool[]) ON CONFLICT DO NOTHING"
-            f" RETURNING run_id, budget_key, floor(ts / 60)::bigint, {_TOKENS}, cost_usd",
-            [list(column) for column in columns],
-        ).fetchall()
-        shared: dict[tuple[str, int], list[float]] = defaultdict(lambda: [0, 0.0])
-        own: dict[tuple[str, str, int], list[float]] = defaultdict(lambda: [0, 0.0])
-        for run_id, key, minute, tokens, cost in inserted:
-            for sums in (shared[(key, minute)], own[(run_id, key, minute)]):
-                sums[0] += tokens
-                sums[1] += cost
-        if shared:
-            rows = sorted(shared.items())  # one lock order for every writer: no deadlock
-            conn.execute(
-                "INSERT INTO spend_1m SELECT * FROM unnest(%s::text[], %s::int8[], %s::int8[],"
-                " %s::float8[]) ON CONFLICT (budget_key, minute) DO UPDATE SET"
-                " tokens = spend_1m.tokens + excluded.tokens,"
-                " cost_usd = spend_1m.cost_usd + excluded.cost_usd",
-                [
-                    [k for (k, _), _ in rows],
-                    [m for (_, m), _ in rows],
-                    [int(s[0]) for _, s in rows],
-                    [s[1] for _, s in rows],
-                ],
-            )
-            mine = sorted(own.items())
-            conn.execute(
-                "INSERT INTO run_spend_1m SELECT * FROM unnest(%s::text[], %s::text[],"
-                " %s::int8[], %s::int8[], %s::float8[])"
-                " ON CONFLICT (run_id, budget_key, minute) DO UPDATE SET"
-                " tokens = run_spend_1m.tokens + excluded.tokens,"
-                " cost_usd = run_spend_1m.cost_usd + excluded.cost_usd",
-                [
-                    [r for (r, _, _), _ in mine],
-                    [k for (_, k, _), _ in mine],
-                    [m for (_, _, m), _ in mine],
-                    [int(s[0]) for _, s in mine],
-                    [s[1] for _, s in mine],
-                ],
-            )
-        return sorted({key for key, _ in shared})
+        conn.execute(
+            "WITH new AS (INSERT INTO charges SELECT * FROM unnest(%s::text[], %s::text[],"
+            " %s::int[], %s::float8[], %s::text[], %s::text[], %s::int8[], %s::int8[],"
+            " %s::int8[], %s::int8[], %s::float8[], %s::bool[]) ON CONFLICT DO NOTHING"
+            f" RETURNING run_id, budget_key, floor(ts / 60)::bigint AS minute,"
+            f" {_TOKENS} AS tokens, cost_usd),"
+            " shared AS (INSERT INTO spend_1m SELECT budget_key, minute, SUM(tokens),"
+            " SUM(cost_usd) FROM new GROUP BY 1, 2 ORDER BY 1, 2"
+            " ON CONFLICT (budget_key, minute) DO UPDATE SET"
+            " tokens = spend_1m.tokens + excluded.tokens,"
+            " cost_usd = spend_1m.cost_usd + excluded.cost_usd),"
+            " own AS (INSERT INTO run_spend_1m SELECT run_id, budget_key, minute, SUM(tokens),"
+            " SUM(cost_usd) FROM new GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+            " ON CONFLICT (run_id, budget_key, minute) DO UPDATE SET"
+            " tokens = run_spend_1m.tokens + excluded.tokens,"
+            " cost_usd = run_spend_1m.cost_usd + excluded.cost_usd)"
+            " SELECT pg_notify(%s, json_build_object('schema', %s::text, 'run', %s::text,"
+            " 'keys', (SELECT json_agg(DISTINCT budget_key) FROM new))::text)"
+            " WHERE EXISTS (SELECT 1 FROM new)",
+            [*(list(column) for column in columns), CHANNEL, self.schema, charges[0].run_id],
+        )
 
     def _upsert_instances(
         self, conn: psycopg.Connection[Any], instances: Sequence[InstanceRecord]
@@ -460,55 +434,39 @@ class PostgresLedger:
     # -- reading ---------------------------------------------------------------------------
 
     def window_spend(self, run_id: str, queries: Sequence[WindowQuery]) -> list[WindowSpend]:
-        def run(conn: psycopg.Connection[Any]) -> list[WindowSpend]:
-            # One snapshot for every sum.
-            with conn.transaction():
-                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-                return self._sums(conn, run_id, queries)
-
-        return self._guarded(run)
+        # One statement: one snapshot for every sum.
+        return self._guarded(lambda conn: self._sums(conn, run_id, queries))
 
     def _sums(
         self, conn: psycopg.Connection[Any], run_id: str, queries: Sequence[WindowQuery]
     ) -> list[WindowSpend]:
-        """Each window: whole minutes from the counters, the part of a minute a rolling
-        window starts in from the charges themselves."""
-        out = []
-        for q in queries:
+        """Each window in one statement: whole minutes from the counters, the part of a
+        minute a rolling window starts in from the charges themselves. Per window: (all
+        runs' spend in it, this run's in it, this run's ever)."""
+        parts: list[str] = []
+        args: dict[str, object] = {"run": run_id}
+        for n, q in enumerate(queries):
             amount = "tokens" if q.unit is Unit.TOKENS else "cost_usd"
             raw = _TOKENS if q.unit is Unit.TOKENS else "cost_usd"
             first = math.ceil(q.start / MINUTE)
-            key = "AND budget_key = %(key)s" if q.key is not None else ""
-            ragged = first * MINUTE > q.start
-            edge = (
-                f"SELECT {raw} AS v, run_id FROM charges WHERE ts >= %(start)s"
-                f" AND ts < %(aligned)s {key}"
-            )
-            text = (
-                f"SELECT (SELECT COALESCE(SUM({amount}), 0) FROM spend_1m"
-                f"   WHERE minute >= %(first)s {key}),"
-                f" (SELECT COALESCE(SUM({amount}), 0) FROM run_spend_1m"
-                f"   WHERE run_id = %(run)s AND minute >= %(first)s {key}),"
-                f" (SELECT COALESCE(SUM({amount}), 0) FROM run_spend_1m"
-                f"   WHERE run_id = %(run)s {key})"
-            )
-            if ragged:
-                text += (
-                    f", (SELECT COALESCE(SUM(v), 0) FROM ({edge}) e),"
-                    f" (SELECT COALESCE(SUM(v), 0) FROM ({edge}) e WHERE run_id = %(run)s)"
-                )
-            args = {
-                "first": first,
-                "key": q.key,
-                "run": run_id,
-                "start": q.start,
-                "aligned": float(first * MINUTE),
-            }
-            row = conn.execute(text, args).fetchone()
-            assert row is not None
-            total, own_in, own_all = row[0], row[1], row[2]
-            if ragged:
-                total, own_in = total + row[3], own_in + row[4]
+            args.update({f"f{n}": first, f"k{n}": q.key, f"s{n}": q.start})
+            args[f"a{n}"] = float(first * MINUTE)
+            key = f" AND budget_key = %(k{n})s" if q.key is not None else ""
+            mine = " AND run_id = %(run)s"
+            since = f" AND minute >= %(f{n})s"
+            total = _sum(amount, "spend_1m", since + key)
+            own_in = _sum(amount, "run_spend_1m", mine + since + key)
+            own_all = _sum(amount, "run_spend_1m", mine + key)
+            if first * MINUTE > q.start:  # a rolling window, mid-minute
+                edge = f" AND ts >= %(s{n})s AND ts < %(a{n})s{key}"
+                total += " + " + _sum(raw, "charges", edge)
+                own_in += " + " + _sum(raw, "charges", edge + mine)
+            parts += [total, own_in, own_all]
+        row = conn.execute(f"SELECT {', '.join(parts)}", args).fetchone()
+        assert row is not None
+        out = []
+        for n, q in enumerate(queries):
+            total, own_in, own_all = row[3 * n : 3 * n + 3]
             cast = int if q.unit is Unit.TOKENS else float
             out.append(WindowSpend(cast(total - own_in), cast(own_all - own_in)))
         return out
@@ -645,6 +603,10 @@ class _Watchdog:
                         fd = conn.pgconn.socket
                         with socket.fromfd(fd, socket.AF_INET, socket.SOCK_STREAM) as sock:
                             sock.shutdown(socket.SHUT_RDWR)
+
+
+def _sum(amount: str, table: str, where: str) -> str:
+    return f"COALESCE((SELECT SUM({amount}) FROM {table} WHERE TRUE{where}), 0)"
 
 
 class _Listener(threading.Thread):
