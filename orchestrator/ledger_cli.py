@@ -123,7 +123,7 @@ def fleet_setup(session: RunLedger, args: argparse.Namespace) -> None:
     folder = journal_folder(os.environ)
     session.use_journal(folder)
     session.launch_while_unreachable = args.ledger_unreachable == "open"
-    for run_id, count in replay_orphans(folder, session.ledger, session.ledger.url):
+    for run_id, count in replay_orphans(folder, session.ledger, session.ledger_id):
         print(
             f"orchestrator: wrote {count} charge(s) that run {run_id} journaled while the"
             " ledger was away",

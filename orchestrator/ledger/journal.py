@@ -103,6 +103,8 @@ class Journal:
             for suffix in ("", "-journal", "-wal", "-shm"):
                 with contextlib.suppress(OSError):
                     os.unlink(f"{self.path}{suffix}")
+            with contextlib.suppress(OSError):
+                os.unlink(self.path.with_suffix(".lock"))
         self._release()
         self.count = 0
 

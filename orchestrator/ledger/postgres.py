@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import re
 import socket
@@ -45,8 +46,13 @@ from orchestrator.ledger.base import (
     WindowSpend,
 )
 from orchestrator.ledger.sqlite import _aggregate, _bucket_label, _group_of
+from orchestrator.ledger.urls import redact_url
 
 T = TypeVar("T")
+# psycopg logs what it ignores while dropping a lost connection ("error ignored terminating
+# <Pipeline [BAD]>"); the run reports the outage itself, once, in its own words.
+logging.getLogger("psycopg").addHandler(logging.NullHandler())
+logging.getLogger("psycopg").propagate = False
 CHANNEL = "orchestrator_spend"
 SCHEMA_VERSION = 2
 MINUTE = 60
@@ -110,6 +116,8 @@ CREATE TABLE run_spend_1m (
     PRIMARY KEY (run_id, budget_key, minute)
 );
 CREATE INDEX charges_by_run ON charges (run_id, ts);
+-- Who this ledger is, whatever URL reaches it: a run's journal is written only to its own.
+INSERT INTO ledger_meta VALUES ('ledger_id', md5(random()::text || clock_timestamp()::text));
 INSERT INTO spend_1m
     SELECT budget_key, floor(ts / 60)::bigint,
         SUM(input + output + cache_creation + cache_read), SUM(cost_usd)
@@ -126,7 +134,10 @@ _TOKENS = "input + output + cache_creation + cache_read"
 
 def split_url(url: str) -> tuple[str, str]:
     """(the URL libpq reads, the schema): ``schema`` is ours, libpq would refuse it."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # "Invalid IPv6 URL": say which URL, without its password
+        raise LedgerError(f"ledger URL {redact_url(url)!r}: {exc}") from None
     query = parse_qsl(parts.query, keep_blank_values=True)
     schemas = [value for key, value in query if key == "schema"]
     if len(schemas) > 1:
@@ -268,6 +279,12 @@ class PostgresLedger:
                 )
 
         self._guarded(run, timeout=LONG_CALL_S)
+        found = self._guarded(
+            lambda conn: conn.execute(
+                "SELECT value FROM ledger_meta WHERE key = 'ledger_id'"
+            ).fetchone()
+        )
+        self.ledger_id = f"postgresql:{found[0] if found else self.url}"
 
     def _version(self, conn: psycopg.Connection[Any]) -> int:
         (meta,) = conn.execute("SELECT to_regclass('ledger_meta')").fetchone() or (None,)

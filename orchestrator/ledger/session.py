@@ -146,7 +146,13 @@ class RunLedger:
         self.ledger.open_run(self.run)
 
     def use_journal(self, folder: Path) -> None:
-        self.journal = Journal(folder, self.run.id, self.ledger.url)
+        self.journal = Journal(folder, self.run.id, self.ledger_id)
+
+    @property
+    def ledger_id(self) -> str:
+        """The ledger's identity (its own id, whatever URL reaches it): journals are
+        replayed into the ledger they were meant for, only."""
+        return str(getattr(self.ledger, "ledger_id", self.ledger.url))
 
     def spend_now(self) -> list[WindowSpend]:
         """Each windowed budget's spend from elsewhere, as of now (blocking)."""
@@ -303,7 +309,9 @@ class RunLedger:
                 self._down_since = time.monotonic()
             self._next_try = time.monotonic() + RETRY_S
             self._keep(instances, None)
-            if report is not None and str(exc) != self._failed:
+            # SQLite: each new reason; the fleet ledger: once an outage (then the journal).
+            news = self._failed is None if self.fleet else str(exc) != self._failed
+            if report is not None and news:
                 report(self._down_text(str(exc)))
             self._failed = str(exc)
             pending.extendleft(reversed(records))

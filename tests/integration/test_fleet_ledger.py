@@ -194,6 +194,7 @@ def test_no_password_in_any_error(pg_schema: PgSchema) -> None:
             f"postgresql://root:{secret}@127.0.0.1:5432/test?sslmode=bogus&schema=x",
             f"postgresql://root:{secret}@127.0.0.1:5432/test?schema=a-b",
             f"postgresql://root@127.0.0.1:5432/test?password={secret}&port=zz",
+            f"postgresql://root:{secret}@[::1:5432/test",
         ]
         for url in bad:
             with pytest.raises(LedgerError) as caught:
@@ -240,19 +241,19 @@ def test_a_journal_left_by_a_run_is_written_once_by_the_next(
 ) -> None:
     ledger = open_pg(pg_schema)
     ledger.open_run(run("gone"))
-    journal = Journal(tmp_path / "journal", "gone", ledger.url)
+    journal = Journal(tmp_path / "journal", "gone", ledger.ledger_id)
     first = [charge("gone", s, NOW) for s in (1, 2, 3)]
     ledger.write(first[:1], [])  # written, but the run never heard (the link broke on commit)
     journal.append(first, [])
     journal.append([charge("gone", 4, NOW)], [], ("gone", NOW + 1, 3))
     # Held by a live run: not touched.
-    assert replay_orphans(tmp_path / "journal", ledger, ledger.url) == []
+    assert replay_orphans(tmp_path / "journal", ledger, ledger.ledger_id) == []
     journal.close()
     other = Journal(tmp_path / "journal", "elsewhere", "postgresql://other/db")
     other.append([charge("elsewhere", 1, NOW)], [])
     other.close()
-    assert replay_orphans(tmp_path / "journal", ledger, ledger.url) == [("gone", 4)]
-    assert replay_orphans(tmp_path / "journal", ledger, ledger.url) == []
+    assert replay_orphans(tmp_path / "journal", ledger, ledger.ledger_id) == [("gone", 4)]
+    assert replay_orphans(tmp_path / "journal", ledger, ledger.ledger_id) == []
     (row,) = ledger.usage(NOW - 10, NOW + 10, "run", NOW)
     assert (row.group, row.usage.total, row.status) == ("gone", 400, "ended")
     assert not journal.path.exists()

@@ -14,6 +14,7 @@ from typing import Any
 
 from harness import ORCHESTRATOR, FakeClaude, MakeFakeClaude, Runner, Sim, clean_env, instance
 
+from budget_core import UsageTracker
 from orchestrator.ledger.journal import journal_folder
 from tests.pg_server import PgSchema, TcpProxy
 
@@ -258,3 +259,48 @@ def test_a_password_in_the_url_is_never_printed(
     assert len(seen) > 10
     for text in seen:
         assert secret not in text, text
+
+
+def test_a_run_that_ends_while_the_server_is_away_leaves_its_charges_to_the_next(
+    tmp_path: Path, make_fake_claude: MakeFakeClaude, pg_schema: PgSchema
+) -> None:
+    proxy = TcpProxy()
+    claude = make_fake_claude()
+    runner = runner_in(tmp_path, "run", claude)
+    config = runner.config([instance("a", "/x a", Sim(calls=6, delay=0.02))])
+    try:
+        proc = runner.start(
+            f"--config={config}", f"--ledger={pg_schema.url_via('127.0.0.1', proxy.port)}"
+        )
+        claude.wait_for_launches(1)
+        proxy.cut()
+        first = runner.finish(proc)
+    finally:
+        proxy.close()
+    # Every instance succeeded, but the ledger lacks their spend: exit 1, and where it is.
+    assert first.returncode == 1, first.stdout + first.stderr
+    assert (
+        "charge(s) kept in" in first.stderr
+        and "the next run on this ledger writes them" in first.stderr
+    )
+    run_id = first.summary["run_id"]  # type: ignore[index]
+    assert list(journal_folder(os.environ).glob(f"{run_id}.sqlite3"))
+    second = runner.run(f"--config={config}", f"--ledger={pg_schema.url}")
+    assert second.returncode == 0, second.stderr
+    assert f"that run {run_id} journaled while the ledger was away" in second.stderr
+    assert not list(journal_folder(os.environ).glob(f"{run_id}.*"))
+    rows = {r["group"]: r for r in usage_json(pg_schema.url, "--by=run")}
+    assert rows[run_id]["total"] == first.summary["totals"]["tokens"]["total"] > 0  # type: ignore[index]
+    assert rows[run_id]["status"] == "ended"
+    launches = claude.launches()
+    assert len(launches) == 2
+    assert sum(r["total"] for r in rows.values()) == sum(
+        len(claude.stdout_of(launch)) and _count(claude.stdout_of(launch)) for launch in launches
+    )
+
+
+def _count(data: bytes) -> int:
+    tracker = UsageTracker()
+    for line in data.splitlines():
+        tracker.feed_line(line)
+    return tracker.usage.total
