@@ -131,6 +131,7 @@ class RunLedger:
         self.launch_while_unreachable = False  # --ledger-unreachable open
         self.journal: Journal | None = None
         self._journaled = 0  # how many of _unwritten (from the front) the journal holds
+        self._journaled_records: dict[str, InstanceRecord] = {}
         self._down_since: float | None = None  # monotonic, while the fleet ledger fails
         self._next_try = 0.0
         self.back_note = ""  # what the run says when the ledger works again
@@ -321,6 +322,7 @@ class RunLedger:
         self._journaled = 0
         if self.journal is not None and self.journal.exists:
             self.journal.clear()
+        self._journaled_records.clear()
         if self._failed is not None:
             down = time.monotonic() - (self._down_since or time.monotonic())
             self._failed = None
@@ -351,13 +353,16 @@ class RunLedger:
         if self.journal is None:
             return
         fresh = self._unwritten[self._journaled :]
-        if not fresh and not instances:
+        # Records wait in the queue until written: journal each state of one only once.
+        records = [i for i in instances if self._journaled_records.get(i.name) != i]
+        if not fresh and not records:
             return
         try:
-            self.journal.append(fresh, instances)
+            self.journal.append(fresh, records)
         except LedgerError:
             return  # kept in memory meanwhile; the end of the run reports what is unwritten
         self._journaled = len(self._unwritten)
+        self._journaled_records.update((i.name, i) for i in records)
 
     @property
     def reachable(self) -> bool:
