@@ -182,6 +182,16 @@ def crossing_latency(url: str, work: Path) -> list[float]:
     return latencies
 
 
+def import_cpu() -> float:
+    """CPU of ``import psycopg`` in a process that has the orchestrator imported already."""
+    code = (
+        "import time, orchestrator.cli, orchestrator.ledger.sqlite;"
+        "t = time.process_time(); import psycopg; print(time.process_time() - t)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    return float(done.stdout)
+
+
 def one_line_work(run: RunConfig, chunks: list[bytes], url: str | None) -> float:
     session = None
     loop = asyncio.new_event_loop()
@@ -265,6 +275,13 @@ def main() -> int:
                 r["cpu_s"] for r in runs["none"]
             )
             print(f"  end to end, CPU postgresql / none (medians): {ratio:.3f}")
+            imports = median(import_cpu() for _ in range(3))
+            base_median = median(r["cpu_s"] for r in runs["none"])
+            print(
+                f"  of which importing psycopg (once a run, whatever its length): {imports:.3f}"
+                f" CPU s; end to end without it: "
+                f"{(median(r['cpu_s'] for r in runs['postgresql']) - imports) / base_median:.3f}"
+            )
             data = transcript.path.read_bytes()
             chunks = [data[i : i + 65536] for i in range(0, len(data), 65536)]
             instances, budgets = load_config_file(windowed)
