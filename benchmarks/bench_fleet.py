@@ -7,7 +7,7 @@ process, and the CPU of a run with the PostgreSQL ledger vs ``--ledger none``.
   command budget and an overall one (``write_and_sum``, as a run writes), as fast as the
   server answers, for 6 s. Charges/s and transactions/s over all of them.
 - Crossing -> stop: a real orchestrator process (block mode) runs 40 instances, each on a
-  ``/kN=1000/day`` budget of its own; each instance is a tiny process that writes down when
+  ``/cN=1000/day`` budget of its own; each instance is a tiny process that writes down when
   SIGTERM reaches it. This process then crosses the budgets one at a time (a 1,000-token
   charge of another run, 0.25 s apart) and times from just before that write to the
   instance's SIGTERM: the commit, NOTIFY, the other orchestrator's read of its windows,
@@ -146,9 +146,9 @@ def crossing_latency(url: str, work: Path) -> list[float]:
         "--quiet",
     ]
     for n in range(CROSSINGS):
-        argv += [f"--command-budget=/k{n}=1000/day"]
+        argv += [f"--command-budget=/c{n}=1000/day"]
     config = work / "crossing.json"
-    instances = ",".join(f'{{"name": "i{n}", "command": "/k{n} x"}}' for n in range(CROSSINGS))
+    instances = ",".join(f'{{"name": "i{n}", "command": "/c{n} x"}}' for n in range(CROSSINGS))
     config.write_text(f'{{"instances": [{instances}]}}')
     proc = subprocess.Popen(
         [*argv, f"--config={config}"],
@@ -166,10 +166,10 @@ def crossing_latency(url: str, work: Path) -> list[float]:
         time.sleep(1)  # the orchestrator's first poll and its LISTEN are in place
         for n in range(CROSSINGS):
             usage = TokenUsage(1000, 0, 0, 0)
-            charge = Charge("crosser", f"c{n}", 1, time.time(), f"/k{n}", "m", usage, 0.0, False)
+            charge = Charge("crosser", f"c{n}", 1, time.time(), f"/c{n}", "m", usage, 0.0, False)
             began = time.time()
             ledger.write([charge], [])
-            term = folder / f"k{n}.term"
+            term = folder / f"c{n}.term"
             while not term.exists() and time.time() < began + 5:
                 time.sleep(0.001)
             time.sleep(0.01)  # written whole

@@ -571,55 +571,44 @@ class PostgresLedger:
 
 class _Watchdog:
     """Shuts a connection's socket down when a call on it outlives its deadline: the call
-    then fails at once (psycopg cannot be interrupted from its own thread)."""
+    then fails at once (psycopg cannot be interrupted from its own thread). It looks every
+    ``TICK_S``: arming and disarming only set two fields, no wake-up per call."""
+
+    TICK_S = 0.25
 
     def __init__(self) -> None:
-        self._lock = threading.Condition()
         self._deadline: float | None = None
         self._conn: psycopg.Connection[Any] | None = None
-        self._closed = False
+        self._closed = threading.Event()
         self.fired = False
         self._thread: threading.Thread | None = None
 
     def arm(self, conn: psycopg.Connection[Any], seconds: float) -> None:
-        with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._watch, name="ledger-watchdog", daemon=True
-                )
-                self._thread.start()
-            self.fired = False
-            self._conn = conn
-            self._deadline = time.monotonic() + seconds
-            self._lock.notify()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._watch, name="ledger-watchdog", daemon=True)
+            self._thread.start()
+        self.fired = False
+        self._conn = conn
+        self._deadline = time.monotonic() + seconds
 
     def disarm(self) -> None:
-        with self._lock:
-            self._deadline = None
-            self._conn = None
+        self._deadline = None
+        self._conn = None
 
     def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            self._lock.notify()
+        self._closed.set()
 
     def _watch(self) -> None:
-        with self._lock:
-            while not self._closed:
-                if self._deadline is None:
-                    self._lock.wait()
-                    continue
-                left = self._deadline - time.monotonic()
-                if left > 0:
-                    self._lock.wait(left)
-                    continue
-                conn, self._deadline = self._conn, None
-                if conn is not None:
-                    self.fired = True
-                    with contextlib.suppress(OSError, psycopg.Error):
-                        fd = conn.pgconn.socket
-                        with socket.fromfd(fd, socket.AF_INET, socket.SOCK_STREAM) as sock:
-                            sock.shutdown(socket.SHUT_RDWR)
+        while not self._closed.wait(self.TICK_S):
+            deadline, conn = self._deadline, self._conn
+            if deadline is None or conn is None or time.monotonic() < deadline:
+                continue
+            self._deadline = None
+            self.fired = True
+            with contextlib.suppress(OSError, psycopg.Error):
+                fd = conn.pgconn.socket
+                with socket.fromfd(fd, socket.AF_INET, socket.SOCK_STREAM) as sock:
+                    sock.shutdown(socket.SHUT_RDWR)
 
 
 def _sum(amount: str, table: str, where: str) -> str:
