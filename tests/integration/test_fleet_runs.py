@@ -222,7 +222,6 @@ def test_a_password_in_the_url_is_never_printed(
     try:
         for bad in (
             pg_schema.url_via("127.0.0.1", closed.port, "root", secret),
-            url.replace(pg_schema.name, "no_such_schema"),
             url + "&sslmode=nonsense",
         ):
             result = runner.run(
@@ -304,3 +303,40 @@ def _count(data: bytes) -> int:
     for line in data.splitlines():
         tracker.feed_line(line)
     return tracker.usage.total
+
+
+def test_ledger_unreachable_open_launches_while_it_is_away(
+    tmp_path: Path, make_fake_claude: MakeFakeClaude, pg_schema: PgSchema
+) -> None:
+    proxy = TcpProxy()
+    claude = make_fake_claude()
+    runner = runner_in(tmp_path, "run", claude)
+    sim = Sim(calls=10, delay=0.02)  # ~1 s each: the last still runs when the link is back
+    config = runner.config([instance(f"i{k}", f"/x job {k}", sim) for k in range(2)])
+    try:
+        proc = runner.start(
+            f"--config={config}",
+            f"--ledger={pg_schema.url_via('127.0.0.1', proxy.port)}",
+            "--command-budget=/x=100M/day",
+            "--budget-enforcement-mode=block",
+            "--max-concurrent=1",
+            "--ledger-unreachable=open",
+        )
+        claude.wait_for_launches(1)
+        cut_at = time.time()
+        proxy.cut()
+        claude.wait_for_launches(2, timeout=30)
+        restored_at = time.time()
+        proxy.restore()
+        result = runner.finish(proc)
+    finally:
+        proxy.close()
+    assert result.returncode == 0, result.stdout + result.stderr
+    went = result.lines_with("the ledger went away")
+    assert went and "no launch until" not in went[0]
+    launched = sorted(
+        json.loads(p.read_text())["at_ns"] / 1e9 for p in claude.record.glob("*.json")
+    )
+    assert cut_at < launched[1] < restored_at  # launched while it was away
+    (row,) = usage_json(pg_schema.url, "--by=run")
+    assert row["total"] == sum(printed(claude).values()) == 2 * sim.usage()["total"]
