@@ -138,6 +138,10 @@ def replay_orphans(folder: Path, ledger: Ledger, ledger_id: str) -> list[tuple[s
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
                 continue  # its run is alive and still writing it
+            if not path.exists():  # written and removed by another run meanwhile
+                with contextlib.suppress(OSError):
+                    os.unlink(lock)
+                continue
             found = _read(path)
             if found is None or found[0] != ledger_id:
                 continue
