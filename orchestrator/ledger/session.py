@@ -291,7 +291,7 @@ class RunLedger:
         instances = list({i.name: i for i in records}.values())
         if not charges and not instances and not heartbeat:
             return None
-        if self._down_since is not None and time.monotonic() < self._next_try:
+        if self.fleet and self._down_since is not None and time.monotonic() < self._next_try:
             self._keep(instances, report)  # not yet time to try again
             pending.extendleft(reversed(records))
             return None
@@ -363,10 +363,6 @@ class RunLedger:
             return  # kept in memory meanwhile; the end of the run reports what is unwritten
         self._journaled = len(self._unwritten)
         self._journaled_records.update((i.name, i) for i in records)
-
-    @property
-    def reachable(self) -> bool:
-        return self._down_since is None
 
     def finish(self, records: Sequence[InstanceRecord], exit_code: int) -> str | None:
         """Stop the thread, write what is pending and close the run; returns an error."""
