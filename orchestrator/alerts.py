@@ -18,6 +18,7 @@ import http.client
 import json
 import os
 import queue
+import shlex
 import signal
 import subprocess
 import tempfile
@@ -87,8 +88,11 @@ class AlertSender:
         self._process_lock = threading.Lock()  # the running command, held while it starts
         self._running: subprocess.Popen[bytes] | None = None
         self._pending = 0  # submitted, not yet delivered or given up
+        self._late = 0  # given up because the run's end came first (told as a count)
         self._dropped = 0
         self._failures: dict[str, int] = {}
+        command = targets.command or ("",)
+        self._command_name = _brief(shlex.join([os.path.basename(command[0]), *command[1:]]))
         self._thread = threading.Thread(target=self._work, name="orchestrator-alerts", daemon=True)
         self._thread.start()
 
@@ -126,11 +130,11 @@ class AlertSender:
             self._thread.join(1.0)  # a webhook request cannot be cut short: left behind
         kill_all(strays([self._token]))
         with self._lock:
-            pending, dropped = self._pending, self._dropped
-        if pending:
+            late, dropped = self._pending + self._late, self._dropped
+        if late:
             self._warn(
-                f"orchestrator: warning: {pending} alert(s) not delivered: the run ended "
-                f"and they were still waiting after {wait_s:g}s"
+                f"orchestrator: warning: {late} alert(s) not delivered: still pending "
+                f"{wait_s:g}s after the run ended (--alert-timeout)"
             )
         if dropped > 1:
             self._warn(f"orchestrator: warning: {dropped} alerts were dropped (queue full)")
@@ -148,11 +152,10 @@ class AlertSender:
             event = self._queue.get()
             if event is None:
                 return
-            if self._time_left() == 0.0:
-                continue  # too late: counted as not delivered
-            self._deliver(event)
+            late = self._time_left() == 0.0 or self._deliver(event)
             with self._lock:
                 self._pending -= 1
+                self._late += late
 
     def _time_left(self) -> float | None:
         """Seconds left before ``close`` gives up, or None while the run goes on."""
@@ -160,23 +163,28 @@ class AlertSender:
             return None
         return max(self._deadline - time.monotonic(), 0.0)
 
-    def _deliver(self, event: AlertEvent) -> None:
+    def _deliver(self, event: AlertEvent) -> bool:
+        """Send ``event`` everywhere; True if the run's end cut a delivery short."""
         payload = (json.dumps(event.data) + "\n").encode()
         targets = self._targets
+        late = False
         if targets.command:
-            self._attempt(event, f"command {targets.command[0]}", lambda t: self._run(payload, t))
+            where = f"command {self._command_name}"
+            late |= self._attempt(event, where, lambda t: self._run(payload, t))
         if targets.webhook:
             where = f"webhook {redact_url(targets.webhook)}"
-            self._attempt(event, where, lambda t: self._post(payload, t))
+            late |= self._attempt(event, where, lambda t: self._post(payload, t))
+        return late
 
-    def _attempt(self, event: AlertEvent, where: str, send: Callable[[float], _Outcome]) -> None:
+    def _attempt(self, event: AlertEvent, where: str, send: Callable[[float], _Outcome]) -> bool:
+        """Up to ``ATTEMPTS`` tries; a failure is one warning line. True if the run's end
+        cut it short (then it is counted, not told)."""
         outcome = _Outcome("not tried")
         attempts = 0
         for attempts in range(1, ATTEMPTS + 1):
+            if self._time_left() == 0.0:
+                return True
             left = self._time_left()
-            if left == 0.0:
-                outcome = _Outcome("the run ended first")
-                break
             timeout = (
                 self._targets.timeout_s if left is None else min(self._targets.timeout_s, left)
             )
@@ -188,7 +196,9 @@ class AlertSender:
                 break
             self._closing.wait(BACKOFF_S[min(attempts, len(BACKOFF_S)) - 1])
         if outcome.error is None:
-            return
+            return False
+        if self._time_left() == 0.0:
+            return True
         count = self._failures[where] = self._failures.get(where, 0) + 1
         if count <= MAX_FAILURE_LINES:
             tries = f" ({attempts} attempts)" if attempts > 1 else ""
@@ -196,6 +206,7 @@ class AlertSender:
                 f"orchestrator: warning: alert {event.kind} to {where} failed{tries}: "
                 f"{outcome.error}"
             )
+        return False
 
     def _run(self, payload: bytes, timeout: float) -> _Outcome:
         argv = self._targets.command
@@ -204,7 +215,7 @@ class AlertSender:
             try:
                 with self._process_lock:
                     if self._time_left() == 0.0:
-                        return _Outcome("the run ended first")
+                        return _Outcome("the run ended first")  # close killed the last one
                     process = self._running = subprocess.Popen(
                         list(argv),
                         stdin=subprocess.PIPE,
@@ -270,6 +281,10 @@ class AlertSender:
         with self._process_lock:
             if self._running is not None:
                 _kill_group(self._running)
+
+
+def _brief(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _kill_group(process: subprocess.Popen[bytes]) -> None:

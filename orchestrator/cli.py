@@ -653,10 +653,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if refusal:
         log.warning(f"orchestrator: {refusal}")
     use_tui = args.tui and refusal is None
-    integrations = attach(integration_options, orchestrator, deferred=use_tui)
     reporter = HeadlessReporter(
         orchestrator, palette, 0 if use_tui else args.status_report_interval, args.quiet or use_tui
     )
+    integrations = attach(integration_options, orchestrator, deferred=use_tui)  # after the log
     meaning = None
     try:
         if use_tui:

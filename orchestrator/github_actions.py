@@ -44,7 +44,7 @@ def _cell(text: str) -> str:
     """Text as one markdown table cell: nothing in it may end the cell, the row, or be
     taken for markup."""
     text = " ".join(text.split())
-    for char in "\\`*_[]<>|#~":
+    for char in "\\`*_[]<>|#~$":
         text = text.replace(char, "\\" + char)
     return text
 
@@ -57,7 +57,7 @@ def step_summary(snapshot: RunSnapshot, exit_code: int, meaning: str | None = No
         "### Claude budget orchestrator",
         "",
         f"**{head}** · {snapshot.mode.upper()} mode · {len(snapshot.instances)} instance(s) · "
-        f"{usage.total:,} tokens · {cost_text(cost, snapshot.cost_is_estimate)} · "
+        f"{usage.total:,} tokens · {_cell(cost_text(cost, snapshot.cost_is_estimate))} · "
         f"{format_clock(snapshot.elapsed_s)}",
         "",
     ]
@@ -84,12 +84,13 @@ def step_summary(snapshot: RunSnapshot, exit_code: int, meaning: str | None = No
         lines.append(
             f"| {_cell(i.name)} | {_cell(i.budget_key)} | {i.status} | {u.input:,} "
             f"| {u.output:,} | {u.cache_creation:,} | {u.cache_read:,} | {u.total:,}{live} "
-            f"| {cost_text(i.cost_usd, i.cost_is_estimate)} | {format_clock(i.elapsed_s)} |"
+            f"| {_cell(cost_text(i.cost_usd, i.cost_is_estimate))} | {format_clock(i.elapsed_s)} |"
         )
     lines.append(
         f"| **total** | | | {usage.input:,} | {usage.output:,} | {usage.cache_creation:,} "
         f"| {usage.cache_read:,} | **{usage.total:,}** "
-        f"| **{cost_text(cost, snapshot.cost_is_estimate)}** | {format_clock(snapshot.elapsed_s)} |"
+        f"| **{_cell(cost_text(cost, snapshot.cost_is_estimate))}** "
+        f"| {format_clock(snapshot.elapsed_s)} |"
     )
     errors = [i for i in snapshot.instances if i.error and str(i.status) != "succeeded"]
     if errors:

@@ -115,6 +115,10 @@ def options_from_args(
     metrics_inputs = tuple(inputs)
     if args.metrics_file is not None:
         if args.summary_json is not None:
+            if os.path.realpath(args.summary_json) == os.path.realpath(args.metrics_file):
+                raise ConfigError(
+                    f"--metrics-file {args.metrics_file} is also the --summary-json file"
+                )
             metrics_inputs += (("the --summary-json file", args.summary_json),)
         if problem := output_problem(args.metrics_file, metrics_inputs):
             raise ConfigError(f"--metrics-file: cannot write there: {problem}")
