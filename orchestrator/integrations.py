@@ -37,6 +37,7 @@ from orchestrator.state import Notice, RunEvent, RunSnapshot
 
 log = logging.getLogger("orchestrator")
 
+WEBHOOK_ENV = "ORCHESTRATOR_ALERT_WEBHOOK"
 MAX_PERCENT = 1000.0
 MAX_ALERT_TIMEOUT_S = 600.0
 CHECK_INTERVAL_S = 0.25  # percentages that are not level thresholds: noticed this soon
@@ -56,7 +57,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--alert-webhook",
         metavar="URL",
         help="POST the same JSON (with a 'text' field a chat webhook shows) to an http(s) "
-        "URL, e.g. https://hooks.slack.com/services/... (default: none)",
+        "URL, e.g. https://hooks.slack.com/services/... (default: $ORCHESTRATOR_ALERT_WEBHOOK, "
+        "which keeps the URL, a secret, out of ps and the ledger's record of the command line)",
     )
     group.add_argument(
         "--alert-at",
@@ -69,7 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--alert-timeout",
         metavar="SECS",
         help="how long one alert may take (a command to exit, a webhook to answer), and how "
-        "long the run's end waits for alerts still pending (default: 10)",
+        "long the run's end waits for alerts still pending, e.g. 30; at most 600 (default: 10)",
     )
     group.add_argument(
         "--metrics-file",
@@ -101,7 +103,11 @@ def options_from_args(
 ) -> IntegrationOptions:
     """The flags, checked: raises ``ConfigError`` naming the flag and what is wrong."""
     command = _command(args.alert_command) if args.alert_command is not None else None
-    webhook = _webhook(args.alert_webhook) if args.alert_webhook is not None else None
+    webhook = None
+    if args.alert_webhook is not None:
+        webhook = _webhook(args.alert_webhook, "--alert-webhook")
+    elif environ.get(WEBHOOK_ENV):  # a secret: kept out of argv (ps, the ledger's run record)
+        webhook = _webhook(environ[WEBHOOK_ENV], WEBHOOK_ENV)
     timeout = _timeout(args.alert_timeout) if args.alert_timeout is not None else 10.0
     github = github_actions.is_github_actions(environ)
     thresholds = DEFAULT_THRESHOLDS
@@ -172,20 +178,20 @@ def _command(text: str) -> tuple[str, ...]:
     return (os.path.abspath(program), *argv[1:])
 
 
-def _webhook(url: str) -> str:
+def _webhook(url: str, where: str) -> str:
     if char := unprintable_character(url):
-        raise ConfigError(f"--alert-webhook: the URL holds {char}")
+        raise ConfigError(f"{where}: the URL holds {char}")
     if any(c.isspace() for c in url):
-        raise ConfigError(f"--alert-webhook {url!r}: the URL holds whitespace")
+        raise ConfigError(f"{where} {url!r}: the URL holds whitespace")
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https"):
-        raise ConfigError(f"--alert-webhook {url!r}: the URL must start with http:// or https://")
+        raise ConfigError(f"{where} {url!r}: the URL must start with http:// or https://")
     try:
         parts.port  # noqa: B018 (it raises for a bad port)
     except ValueError as exc:
-        raise ConfigError(f"--alert-webhook {url!r}: {exc}") from None
+        raise ConfigError(f"{where} {url!r}: {exc}") from None
     if not parts.hostname:
-        raise ConfigError(f"--alert-webhook {url!r}: the URL names no host")
+        raise ConfigError(f"{where} {url!r}: the URL names no host")
     return url
 
 

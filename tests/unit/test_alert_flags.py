@@ -46,6 +46,16 @@ def test_a_good_webhook_url() -> None:
     assert options("--alert-webhook=https://hooks.example.com/T/B/x?y=1").alerts.webhook
 
 
+def test_the_webhook_from_the_environment_and_the_flag_first() -> None:
+    env = {"ORCHESTRATOR_ALERT_WEBHOOK": "https://hooks.example.com/secret"}
+    assert options(environ=env).alerts.webhook == "https://hooks.example.com/secret"
+    flag = options("--alert-webhook=http://127.0.0.1:9/x", environ=env)
+    assert flag.alerts.webhook == "http://127.0.0.1:9/x"
+    bad = refused(environ={"ORCHESTRATOR_ALERT_WEBHOOK": "hooks.example.com"})
+    assert bad.startswith("ORCHESTRATOR_ALERT_WEBHOOK 'hooks.example.com': the URL must start")
+    assert options(environ={"ORCHESTRATOR_ALERT_WEBHOOK": ""}).alerts.webhook is None
+
+
 @pytest.mark.parametrize(
     ("command", "problem"),
     [
