@@ -33,7 +33,7 @@ from orchestrator.metrics import MetricsWriter
 from orchestrator.output import say
 from orchestrator.output_file import output_problem
 from orchestrator.run import Orchestrator
-from orchestrator.state import Notice, RunEvent, RunSnapshot
+from orchestrator.state import Notice, NoticeKind, RunEvent, RunSnapshot
 
 log = logging.getLogger("orchestrator")
 
@@ -207,6 +207,13 @@ def _timeout(text: str) -> float:
     return value
 
 
+# Notices after which an alert may be due: crossings, blocks, stops, failures (not launches,
+# successes or mode flips: with 200 instances, a snapshot at each launch would add up).
+_TELLING = frozenset(
+    {NoticeKind.LEVEL, NoticeKind.BLOCK, NoticeKind.STOP, NoticeKind.FAIL, NoticeKind.ERROR}
+)
+
+
 class Integrations:
     """The run's subscriber for alerts, GitHub Actions and metrics (see the module doc)."""
 
@@ -217,6 +224,10 @@ class Integrations:
         self._deferred: list[tuple[str, bool]] | None = None  # (line, to stderr), under --tui
         self._watch = AlertWatch(options.thresholds)
         self._alerts_on = options.alerts.any or options.github
+        # The level thresholds are each told by a notice; other percentages need a look on
+        # a timer as well (a charge crosses them silently).
+        extra = set(options.thresholds) - set(DEFAULT_THRESHOLDS)
+        self._poll_thresholds = self._alerts_on and bool(extra)
         self._sender = (
             AlertSender(options.alerts, self._warn, f"{os.getpid()}-alerts-{secrets.token_hex(4)}")
             if options.alerts.any
@@ -240,7 +251,7 @@ class Integrations:
     # -- on the run's loop -----------------------------------------------------------------
 
     def _on_event(self, event: RunEvent) -> None:
-        if event.__class__ is Notice and self._alerts_on:
+        if event.__class__ is Notice and self._alerts_on and event.kind in _TELLING:
             self._check()
         if not self._armed:
             self._arm()
@@ -252,13 +263,18 @@ class Integrations:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return  # not from a loop (a failed monitor killing what runs): no timer
-        period = CHECK_INTERVAL_S if self._alerts_on else self.options.metrics_interval_s
+        if self._poll_thresholds:
+            period = CHECK_INTERVAL_S
+        elif self._metrics is not None:
+            period = self.options.metrics_interval_s
+        else:
+            return  # the notices say it all
         loop.call_soon(self._tick, loop, period)
 
     def _tick(self, loop: asyncio.AbstractEventLoop, period: float) -> None:
         if self._closed:
             return
-        if self._alerts_on:
+        if self._poll_thresholds:
             self._check()
         now = loop.time()
         if (
