@@ -14,7 +14,6 @@ the orchestrator (parent death signal), and what it left behind (``setsid``) is 
 from __future__ import annotations
 
 import contextlib
-import http.client
 import json
 import os
 import queue
@@ -24,9 +23,7 @@ import subprocess
 import tempfile
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -117,24 +114,41 @@ class AlertSender:
                     "more are dropped (the endpoint is too slow)"
                 )
 
-    def close(self, wait_s: float) -> None:
-        """Deliver what is pending, waiting at most ``wait_s``; then stop whatever still
-        runs, and say what was not delivered."""
-        self._deadline = time.monotonic() + wait_s
+    def close(self, wait_s: float, abort: threading.Event | None = None) -> None:
+        """Deliver what is pending, waiting at most ``wait_s`` (less if ``abort`` is set: a
+        Ctrl-C); then stop whatever still runs, and say what was not delivered."""
+        started = time.monotonic()
+        self._deadline = started + wait_s
         self._closing.set()  # no more backoff pauses: what time is left goes to attempts
-        with contextlib.suppress(queue.Full):
-            self._queue.put(None, timeout=max(wait_s, 0.0))
-        self._thread.join(max(self._deadline - time.monotonic(), 0.0))
+        ended, told = False, False
+        while self._thread.is_alive():
+            if not ended:
+                with contextlib.suppress(queue.Full):
+                    self._queue.put_nowait(None)  # after what is queued
+                    ended = True
+            now = time.monotonic()
+            if now >= self._deadline or (abort is not None and abort.is_set()):
+                self._deadline = now  # the worker tries nothing more
+                break
+            if not told and now - started >= 1.0:
+                told = True
+                self._warn(
+                    f"orchestrator: waiting at most {self._deadline - now:.0f}s more for "
+                    "alerts still pending (Ctrl-C: stop waiting)"
+                )
+            self._thread.join(min(0.1, self._deadline - now))
+        waited = time.monotonic() - started
         if self._thread.is_alive():
             self._kill_running()  # a command that will not end: it may not outlive the run
-            self._thread.join(1.0)  # a webhook request cannot be cut short: left behind
+            self._thread.join(0.5)  # a webhook request cannot be cut short: left behind
         kill_all(strays([self._token]))
         with self._lock:
             late, dropped = self._pending + self._late, self._dropped
         if late:
             self._warn(
                 f"orchestrator: warning: {late} alert(s) not delivered: still pending "
-                f"{wait_s:g}s after the run ended (--alert-timeout)"
+                f"{waited:.1f}s after the run ended"
+                + (" (--alert-timeout)" if waited >= wait_s else " (stopped waiting)")
             )
         if dropped > 1:
             self._warn(f"orchestrator: warning: {dropped} alerts were dropped (queue full)")
@@ -248,6 +262,10 @@ class AlertSender:
             return _Outcome(status + (f": {last[:300]}" if last else ""), retry=True)
 
     def _post(self, payload: bytes, timeout: float) -> _Outcome:
+        import http.client  # here: a run without a webhook never loads them
+        import urllib.error
+        import urllib.request
+
         assert self._targets.webhook
         request = urllib.request.Request(
             self._targets.webhook,

@@ -18,6 +18,7 @@ import os
 import secrets
 import shlex
 import shutil
+import signal
 import sys
 import threading
 import urllib.parse
@@ -220,7 +221,9 @@ class Integrations:
     def __init__(self, options: IntegrationOptions, orchestrator: Orchestrator) -> None:
         self.options = options
         self._orchestrator = orchestrator
-        self._lock = threading.Lock()  # the run's thread, and the end (main thread)
+        # The run's thread, and the end (main thread). Reentrant: an annotation written to a
+        # stdout that went away interrupts the run, whose notices come back here at once.
+        self._lock = threading.RLock()
         self._deferred: list[tuple[str, bool]] | None = None  # (line, to stderr), under --tui
         self._watch = AlertWatch(options.thresholds)
         self._alerts_on = options.alerts.any or options.github
@@ -263,12 +266,12 @@ class Integrations:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return  # not from a loop (a failed monitor killing what runs): no timer
-        if self._poll_thresholds:
-            period = CHECK_INTERVAL_S
-        elif self._metrics is not None:
-            period = self.options.metrics_interval_s
-        else:
+        periods = [CHECK_INTERVAL_S] if self._poll_thresholds else []
+        if self._metrics is not None:
+            periods.append(self.options.metrics_interval_s)
+        if not periods:
             return  # the notices say it all
+        period = min(periods)
         loop.call_soon(self._tick, loop, period)
 
     def _tick(self, loop: asyncio.AbstractEventLoop, period: float) -> None:
@@ -319,8 +322,24 @@ class Integrations:
         if self.options.github:
             self._github_files(snapshot, exit_code, meaning)
         if self._sender is not None:
-            self._sender.close(self.options.alerts.timeout_s)
+            self._close_sender(self._sender)
         self._flush()
+
+    def _close_sender(self, sender: AlertSender) -> None:
+        """Wait for pending alerts; a Ctrl-C (or SIGTERM) stops waiting. The run's own
+        handlers are gone by now (its end ignores those signals), so these are set here."""
+        abort = threading.Event()
+        previous = {}
+        try:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, lambda *_: abort.set())
+        except ValueError:  # not the main thread: wait without them
+            pass
+        try:
+            sender.close(self.options.alerts.timeout_s, abort)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     def _github_files(self, snapshot: RunSnapshot, exit_code: int, meaning: str | None) -> None:
         for variable, text in (

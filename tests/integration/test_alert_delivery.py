@@ -194,3 +194,21 @@ def test_a_command_that_times_out_is_killed_and_told(tmp_path: Path) -> None:
     wait_until(lambda: lines, 10, "the warning")
     sender.close(5.0)
     assert len(lines) == 1 and "no exit within 0.5s (killed)" in lines[0]
+
+
+def test_a_ctrl_c_stops_the_wait_for_pending_alerts(hooks: list[Hook]) -> None:
+    hook = Hook(hang=True)
+    hooks.append(hook)
+    lines: list[str] = []
+    sender = AlertSender(AlertTargets(webhook=hook.url, timeout_s=60.0), lines.append)
+    sender.submit(event())
+    wait_until(lambda: hook.requests, 10, "the request")
+    abort = threading.Event()
+    threading.Timer(1.5, abort.set).start()  # what the run's end does on SIGINT / SIGTERM
+    started = time.monotonic()
+    sender.close(60.0, abort)
+    took = time.monotonic() - started
+    assert 1.4 < took < 5.0, f"close took {took:.1f}s"
+    assert lines[0].startswith("orchestrator: waiting at most ")  # after a second: said
+    assert "(Ctrl-C: stop waiting)" in lines[0]
+    assert "1 alert(s) not delivered" in lines[-1] and "(stopped waiting)" in lines[-1]
