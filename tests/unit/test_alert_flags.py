@@ -142,3 +142,13 @@ def test_the_help_lists_the_flags() -> None:
     for flag in ("--alert-command", "--alert-webhook", "--alert-at", "--alert-timeout"):
         assert flag in text
     assert "--metrics-file" in text
+
+
+def test_a_webhook_is_named_in_messages_without_its_secret_parts() -> None:
+    from orchestrator.alerts import redact_url
+
+    assert redact_url("https://user:pw@hooks.slack.com/services/T/B/X") == (
+        "https://hooks.slack.com/..."
+    )
+    assert redact_url("http://[::1]:8080/x?token=1") == "http://[::1]:8080/..."
+    assert redact_url("https://h.example") == "https://h.example"
