@@ -52,7 +52,8 @@ from _common import (
 
 from budget_core import line_may_carry_usage
 from orchestrator.config import RunConfig, load_config_file
-from orchestrator.integrations import IntegrationOptions, Integrations
+from orchestrator.integration_options import IntegrationOptions
+from orchestrator.integrations import Integrations
 from orchestrator.lines import LineAssembler
 from orchestrator.metrics import write_metrics
 from orchestrator.palette import Palette

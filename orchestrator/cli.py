@@ -45,7 +45,8 @@ from orchestrator.config import (
 )
 from orchestrator.descendants import become_subreaper
 from orchestrator.failure import failure_report, stop_after_failure
-from orchestrator.integrations import Integrations, add_arguments, attach, options_from_args
+from orchestrator.integration_options import add_arguments, options_from_args
+from orchestrator.integrations import Integrations, attach
 from orchestrator.ledger_cli import LEDGER_HELP, close_ledger, open_run_ledger
 from orchestrator.output import Output, fill_closed_std_fds, point_at_devnull, say
 from orchestrator.output_file import output_problem

@@ -10,7 +10,7 @@ import pytest
 
 from orchestrator.cli import build_parser
 from orchestrator.config import ConfigError
-from orchestrator.integrations import IntegrationOptions, options_from_args
+from orchestrator.integration_options import IntegrationOptions, options_from_args
 
 
 def options(*argv: str, environ: dict[str, str] | None = None) -> IntegrationOptions:
