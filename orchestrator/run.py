@@ -721,6 +721,7 @@ class Orchestrator:
             unknown_models=tuple(sorted(tracker.unknown_models)),
             discrepancy=tracker.discrepancy.describe() if tracker.discrepancy else None,
             skipped_lines=tracker.skipped_lines,
+            model=tracker.model,
         )
 
 

@@ -82,6 +82,7 @@ class InstanceView:
     # The CLI's result reported less than the stream showed; the larger figures were kept.
     discrepancy: str | None = None
     skipped_lines: int = 0  # stdout lines that were not stream-json (so counted nothing)
+    model: str | None = None  # the model its stream named first (metrics label it so)
 
 
 @dataclass(frozen=True, slots=True)
