@@ -9,7 +9,6 @@ other windows (`unifiedWindows`). 1.0.108 and 2.0.0 read some of the headers but
 
 from __future__ import annotations
 
-import re
 import time
 from pathlib import Path
 
@@ -138,12 +137,6 @@ def test_older_clis_print_no_rate_limit_event(
         assert run.returncode == 0 and run.result is not None, (version, run.stderr)
         assert not run.of_type("rate_limit_event"), version
     assert len(fake_api.requests_for("w")) == 2, "the headers were never sent"
-
-
-def _launched_at(stdout: str, name: str) -> str:
-    match = re.search(rf"^\[(\d+:\d+)\] LAUNCH\s+{name}: launched", stdout, re.M)
-    assert match, stdout
-    return match.group(1)
 
 
 def test_wait_holds_the_next_launch_until_the_real_clis_reset_time(
