@@ -408,3 +408,5 @@ def test_demo_runs_end_to_end_headless(tmp_path: Path) -> None:
         if inst["status"] == "succeeded":
             assert inst["final"] is True and inst["cost_is_estimate"] is False
     assert {b["key"]: b["level"] for b in summary["budgets"]}["/refactor"] == "exceeded"
+    assert summary["rate_limits"]["windows"]["five_hour"]["status"] == "allowed_warning"
+    assert "RATE   5h window 83%, resets" in proc.stdout
