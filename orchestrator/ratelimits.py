@@ -284,10 +284,10 @@ def hold_text(view: RateLimitView) -> str | None:
     return f"HOLD {_left(left)} until {_at(view.hold_until, view.now)}"
 
 
-def rate_limit_line(view: RateLimitView) -> str | None:
+def rate_limit_line(view: RateLimitView, with_hold: bool = True) -> str | None:
     """Everything in one line (``5h 83% resets 14:20 · 7d ok``), or None with nothing to say."""
     parts = [window_short_text(w, view.now) for w in view.shown]
-    hold = hold_text(view)
+    hold = hold_text(view) if with_hold else None
     if hold is not None:
         parts.insert(0, hold)
     return " · ".join(parts) if parts else None

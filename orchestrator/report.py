@@ -213,7 +213,8 @@ def summary_report(
     for i in snapshot.instances:
         if i.error and i.status is not InstanceStatus.SUCCEEDED:
             lines.append(f"  {i.name}: {i.error}")
-    windows = rate_limit_line(snapshot.rate_limits) if snapshot.rate_limits is not None else None
+    limits = snapshot.rate_limits
+    windows = rate_limit_line(limits, with_hold=False) if limits is not None else None
     if windows is not None:
         lines.append(f"  subscription windows: {windows}")
     block = budget_block(snapshot, palette)
