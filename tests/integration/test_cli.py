@@ -320,8 +320,10 @@ def test_summary_json_follows_the_schema(runner: Runner) -> None:
     summary = result.summary
     assert summary is not None
     assert set(summary) == {
-        "enforcement_mode", "exit_code", "instances", "budgets", "totals", "run_id", "ledger"
+        "enforcement_mode", "exit_code", "instances", "budgets", "totals", "run_id", "ledger",
+        "rate_limits",
     }  # fmt: skip
+    assert summary["rate_limits"]["windows"] == {}  # no CLI reported a window
     assert isinstance(summary["run_id"], str) and isinstance(summary["ledger"], str)
     assert summary["enforcement_mode"] == "warn"
     assert summary["exit_code"] == 1
