@@ -51,6 +51,7 @@ from orchestrator.ledger_cli import LEDGER_HELP, close_ledger, open_run_ledger
 from orchestrator.output import Output, fill_closed_std_fds, point_at_devnull, say
 from orchestrator.output_file import output_problem
 from orchestrator.palette import Palette, use_colour
+from orchestrator.ratelimits import OnRateLimit
 from orchestrator.report import HeadlessReporter, summary_report
 from orchestrator.run import Orchestrator, budget_manager_for
 from orchestrator.summary import summary_dict, write_summary_json
@@ -272,6 +273,14 @@ def build_parser() -> argparse.ArgumentParser:
         "budget covers (default: the config's, else warn)",
     )
     p.add_argument(
+        "--on-rate-limit",
+        choices=[str(choice) for choice in OnRateLimit],
+        default=str(OnRateLimit.CONTINUE),
+        help="when a subscription window (5h, 7d) is reported rejected: 'wait' holds new "
+        "launches until its reset time, showing a countdown; 'continue' launches anyway "
+        "(default: continue)",
+    )
+    p.add_argument(
         "--tui",
         action="store_true",
         help="the Textual monitor; headless when stdout is not a terminal (default: off)",
@@ -449,6 +458,7 @@ def build_run(args: argparse.Namespace) -> RunConfig:
         max_concurrent=int(args.max_concurrent),
         startup_delay_s=float(args.startup_delay),
         timeout_s=args.timeout,
+        on_rate_limit=OnRateLimit(args.on_rate_limit),
     )
     for spec in run.instances:
         if problem := command_line_problem(instance_argv(run, spec)):

@@ -12,6 +12,7 @@ from enum import StrEnum
 from typing import Protocol, TypeAlias
 
 from budget_core import BudgetLevel, BudgetSnapshot, Mode, TokenUsage
+from orchestrator.ratelimits import RateLimitView
 
 
 class InstanceStatus(StrEnum):
@@ -103,6 +104,7 @@ class RunSnapshot:
     burn: tuple[BurnView, ...]
     enforcement_ok: bool  # False once the budget system failed and the run went on without it
     finished: bool
+    rate_limits: RateLimitView | None = None  # subscription windows and the launch hold
 
     @property
     def total_usage(self) -> TokenUsage:
@@ -142,6 +144,7 @@ class NoticeKind(StrEnum):
     DONE = "done"
     MODE = "mode"
     ERROR = "error"
+    RATE = "rate"  # a subscription window changed, or launches are held for one
 
 
 @dataclass(frozen=True, slots=True)
