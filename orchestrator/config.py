@@ -26,6 +26,7 @@ from budget_core import (
     parse_windowed_limit,
     unprintable_character,
 )
+from orchestrator.ratelimits import OnRateLimit
 
 INSTANCE_KEYS = (
     "name",
@@ -425,6 +426,7 @@ class RunConfig:
     timeout_s: float | None = None
     stop_grace_s: float = 3.0  # SIGTERM, then SIGKILL this much later
     partial_messages: bool = True  # --include-partial-messages (off for CLIs before 1.0.109)
+    on_rate_limit: OnRateLimit = OnRateLimit.CONTINUE  # --on-rate-limit
 
 
 def instance_argv(run: RunConfig, spec: InstanceSpec) -> list[str]:

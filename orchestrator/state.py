@@ -12,6 +12,7 @@ from enum import StrEnum
 from typing import Protocol, TypeAlias
 
 from budget_core import BudgetLevel, BudgetSnapshot, Mode, TokenUsage
+from orchestrator.ratelimits import RateLimitView
 
 
 class InstanceStatus(StrEnum):
@@ -82,6 +83,7 @@ class InstanceView:
     # The CLI's result reported less than the stream showed; the larger figures were kept.
     discrepancy: str | None = None
     skipped_lines: int = 0  # stdout lines that were not stream-json (so counted nothing)
+    model: str | None = None  # the model its stream named first (metrics label it so)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +104,7 @@ class RunSnapshot:
     burn: tuple[BurnView, ...]
     enforcement_ok: bool  # False once the budget system failed and the run went on without it
     finished: bool
+    rate_limits: RateLimitView | None = None  # subscription windows and the launch hold
 
     @property
     def total_usage(self) -> TokenUsage:
@@ -141,6 +144,7 @@ class NoticeKind(StrEnum):
     DONE = "done"
     MODE = "mode"
     ERROR = "error"
+    RATE = "rate"  # a subscription window changed, or launches are held for one
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,7 @@ from tui.eventlog import EventLog
 from tui.header import EnforcementBanner, Phase, StatusLine
 from tui.instances import InstanceTable
 from tui.messages import NoticeReceived, RunFinished
+from tui.ratelimit_line import RateLimitLine
 from tui.screens import ConfirmQuit, HelpScreen
 
 RunCoroutine = Callable[[], Awaitable[int]]
@@ -128,6 +129,7 @@ class MonitorApp(App[int]):
         yield StatusLine().data_bind(
             MonitorApp.run_snapshot, MonitorApp.phase, MonitorApp.exit_code
         )
+        yield RateLimitLine().data_bind(MonitorApp.run_snapshot)
         yield EnforcementBanner().data_bind(failed=MonitorApp.enforcement_failed)
         yield BudgetPanel().data_bind(MonitorApp.run_snapshot)
         yield InstanceTable().data_bind(MonitorApp.run_snapshot)
