@@ -47,7 +47,12 @@ from orchestrator.descendants import become_subreaper
 from orchestrator.failure import failure_report, stop_after_failure
 from orchestrator.integration_options import add_arguments, options_from_args
 from orchestrator.integrations import Integrations, attach
-from orchestrator.ledger_cli import LEDGER_HELP, close_ledger, open_run_ledger
+from orchestrator.ledger_cli import (
+    LEDGER_HELP,
+    UNREACHABLE_HELP,
+    close_ledger,
+    open_run_ledger,
+)
 from orchestrator.output import Output, fill_closed_std_fds, point_at_devnull, say
 from orchestrator.output_file import output_problem
 from orchestrator.palette import Palette, use_colour
@@ -316,6 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="only warnings and the final summary (default: off)",
     )
     p.add_argument("--ledger", metavar="URL", help=LEDGER_HELP)
+    p.add_argument(
+        "--ledger-unreachable", choices=("closed", "open"), default="closed", help=UNREACHABLE_HELP
+    )
     p.add_argument(
         "--label",
         metavar="KEY=VALUE",

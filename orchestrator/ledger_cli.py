@@ -22,14 +22,22 @@ from orchestrator.ledger import (
     redact_url,
     resolve_ledger_url,
 )
+from orchestrator.ledger.journal import journal_folder, replay_orphans
 from orchestrator.ledger.session import RunLedger, WindowedBudget, new_run_id, run_record
+from orchestrator.ledger.urls import redact_arg
 from orchestrator.run import Orchestrator
 
 log = logging.getLogger("orchestrator")
 LEDGER_HELP = (
-    "where spend is recorded, for budgets over time windows: a path, sqlite:///ABS/PATH, or"
-    " none (also: ORCHESTRATOR_LEDGER; e.g. --ledger none) (default:"
+    "where spend is recorded, for budgets over time windows: a path, sqlite:///ABS/PATH,"
+    " postgresql://USER@HOST:PORT/DB[?schema=NAME] (shared by many machines, docs/fleet.md),"
+    " or none (also: ORCHESTRATOR_LEDGER; e.g. --ledger none) (default:"
     " $XDG_DATA_HOME/claude-budget-orchestrator/ledger.sqlite3; with --demo a throw-away one)"
+)
+UNREACHABLE_HELP = (
+    "block mode, when the PostgreSQL ledger cannot be reached mid-run: closed launches"
+    " nothing until it is back, open launches anyway under what is known locally"
+    " (default: closed; charges are journaled locally either way)"
 )
 _throwaway: list[str] = []  # the demo's ledger folders, removed after the run
 
@@ -69,7 +77,8 @@ def open_run_ledger(
     try:
         ledger = open_ledger(url)
         if ledger is not None:
-            record = run_record(new_run_id(now), now, ["orchestrator", *argv], manager.mode, labels)
+            words = ["orchestrator", *(redact_arg(a) for a in argv)]  # no password recorded
+            record = run_record(new_run_id(now), now, words, manager.mode, labels)
             budgets = [
                 WindowedBudget(None if b.key == OVERALL else b.key, b.unit, b.window)
                 for b in windowed
@@ -77,6 +86,8 @@ def open_run_ledger(
             session = RunLedger(ledger, record, budgets)
             try:
                 session.open_run()
+                if session.fleet:
+                    fleet_setup(session, args)
                 spends = session.start_spend()
             except LedgerError:
                 ledger.close()
@@ -104,6 +115,20 @@ def open_run_ledger(
             file=sys.stderr,
         )
     return None
+
+
+def fleet_setup(session: RunLedger, args: argparse.Namespace) -> None:
+    """A fleet ledger: journal outages under the data dir, and first write what earlier runs
+    journaled for this ledger and could not write (they ended while it was away)."""
+    folder = journal_folder(os.environ)
+    session.use_journal(folder)
+    session.launch_while_unreachable = args.ledger_unreachable == "open"
+    for run_id, count in replay_orphans(folder, session.ledger, session.ledger_id):
+        print(
+            f"orchestrator: wrote {count} charge(s) that run {run_id} journaled while the"
+            " ledger was away",
+            file=sys.stderr,
+        )
 
 
 def ledger_was_asked(args: argparse.Namespace) -> bool:

@@ -167,6 +167,8 @@ class Orchestrator:
         self._finished = False
         self._enforcement_ok = True
         self._stop_requested = asyncio.Event()
+        self._ledger_up = asyncio.Event()  # cleared while the fleet ledger is away
+        self._ledger_up.set()
         self._watchers: list[asyncio.Task[None]] = []
         self.interrupted_by: int | None = None  # the signal that interrupted the run
         self.run_error: str | None = None  # an unexpected error that ended the run
@@ -311,6 +313,7 @@ class Orchestrator:
         for index, inst in enumerate(self._instances):
             await slots.acquire()
             await self._hold_for_rate_limit()
+            await self._ledger_back()
             if not self._may_launch(inst):
                 slots.release()
                 continue
@@ -614,7 +617,9 @@ class Orchestrator:
         self._emit(_STATE_CHANGED)
 
     def _on_ledger_error(self, message: str | None) -> None:
-        if message is None:
+        if self.ledger is not None and self.ledger.fleet:
+            self._on_fleet_ledger(message)
+        elif message is None:
             self._notice(NoticeKind.ERROR, "the ledger works again; pending charges written")
         else:
             self._notice(
@@ -622,6 +627,37 @@ class Orchestrator:
                 f"cannot write the ledger ({message}); charges are kept and retried",
                 warning=True,
             )
+
+    def _on_fleet_ledger(self, message: str | None) -> None:
+        """The fleet ledger went away (``message``) or came back (None)."""
+        assert self.ledger is not None
+        if message is None:
+            self._ledger_up.set()
+            self._notice(NoticeKind.ERROR, self.ledger.back_note)
+            return
+        self._ledger_up.clear()
+        holds = self.budgets.mode == "block" and not self.ledger.launch_while_unreachable
+        then = "; no launch until it is back (--ledger-unreachable open: launch anyway)"
+        self._notice(NoticeKind.ERROR, message + (then if holds else ""), warning=True)
+
+    async def _ledger_back(self) -> None:
+        """Block mode launches nothing while the fleet ledger is away (unless told to)."""
+        while not self._ledger_up.is_set() and not self._stop_requested.is_set():
+            if self.budgets.mode != "block" or (
+                self.ledger is not None and self.ledger.launch_while_unreachable
+            ):
+                return
+            waits = [
+                asyncio.ensure_future(e.wait()) for e in (self._ledger_up, self._stop_requested)
+            ]
+            try:
+                await asyncio.wait(
+                    [*waits, asyncio.ensure_future(asyncio.sleep(0.5))],
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+            finally:
+                for w in waits:
+                    w.cancel()
 
     def _record(self, inst: _Instance) -> None:
         if self.ledger is not None:

@@ -62,7 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--ledger", metavar="URL", help="a path, sqlite:///ABS/PATH (env too)")
+    p.add_argument(
+        "--ledger",
+        metavar="URL",
+        help="a path, sqlite:///ABS/PATH or postgresql://USER@HOST/DB?schema=NAME (env too)",
+    )
     p.add_argument("--since", metavar="WHEN")
     p.add_argument("--until", metavar="WHEN")
     p.add_argument(

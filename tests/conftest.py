@@ -9,6 +9,8 @@ import tempfile
 
 import pytest
 
+pytest_plugins = ("tests.pg_server",)  # pg_schema: a schema of its own on the real PostgreSQL
+
 _DATA_HOME = tempfile.mkdtemp(prefix="orchestrator-tests-xdg-")
 os.environ["XDG_DATA_HOME"] = _DATA_HOME  # inherited by every subprocess
 os.environ.pop("ORCHESTRATOR_LEDGER", None)

@@ -17,6 +17,10 @@ class LedgerError(Exception):
     """The ledger cannot be opened, read or written; the message is the reason, one line."""
 
 
+class LedgerUnreachable(LedgerError):
+    """The fleet ledger's server cannot be reached (now): worth retrying, journal meanwhile."""
+
+
 @dataclass(frozen=True, slots=True)
 class RunRecord:
     id: str

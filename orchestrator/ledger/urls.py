@@ -10,7 +10,10 @@ from orchestrator.ledger.base import Ledger, LedgerError
 
 LEDGER_ENV = "ORCHESTRATOR_LEDGER"
 NONE = "none"
-_PASSWORD = re.compile(r"^([a-z][a-z0-9+.-]*://[^/@:]*):[^/@]*@", re.IGNORECASE)
+_PASSWORD = re.compile(r"^([a-z][a-z0-9+.-]*://[^/@:]*):[^/]*@", re.IGNORECASE)
+_PASSWORD_PARAM = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)  # libpq's ?password=
+_PASSWORD_ANYWHERE = re.compile(r"([a-z][a-z0-9+.-]*://[^/@:\s]*):[^/\s]*@", re.IGNORECASE)
+_POSTGRES = ("postgresql://", "postgres://")
 
 
 def default_ledger_url(env: Mapping[str, str]) -> str:
@@ -29,8 +32,14 @@ def resolve_ledger_url(given: str | None, env: Mapping[str, str], throwaway: str
 
 
 def redact_url(url: str) -> str:
-    """The URL with any password removed (``postgresql://u:secret@h/db`` -> ``u@h/db``)."""
-    return _PASSWORD.sub(r"\1@", url)
+    """The URL with any password removed (``postgresql://u:secret@h/db`` -> ``u@h/db``,
+    ``?password=secret`` -> ``?password=***``)."""
+    return _PASSWORD_PARAM.sub(r"\1***", _PASSWORD.sub(r"\1@", url))
+
+
+def redact_arg(arg: str) -> str:
+    """A command-line word with any URL password in it removed (``--ledger=postgresql://...``)."""
+    return _PASSWORD_PARAM.sub(r"\1***", _PASSWORD_ANYWHERE.sub(r"\1@", arg))
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -50,12 +59,16 @@ def open_ledger(url: str) -> Ledger | None:
         return None
     if not url.strip():
         raise LedgerError("the ledger URL is empty (give a path, sqlite:///PATH or none)")
+    if url.lower().startswith(_POSTGRES):
+        from orchestrator.ledger.postgres import PostgresLedger
+
+        return PostgresLedger(url, display=redact_url(url))
     path = sqlite_path(url)
     if path is None:
         scheme = url.split("://", 1)[0]
         raise LedgerError(
             f"ledger URL {redact_url(url)!r}: {scheme} ledgers are not supported "
-            "(give a path, sqlite:///PATH or none)"
+            "(give a path, sqlite:///PATH, postgresql://... or none)"
         )
     from orchestrator.ledger.sqlite import SqliteLedger
 
