@@ -24,6 +24,9 @@ from dataclasses import dataclass
 from orchestrator.descendants import INSTANCE_ENV, kill_all, strays
 
 PARTIAL_MESSAGES_SINCE = (1, 0, 109)
+# --max-budget-usd (orchestrator.cooperative): 2.0.29 refuses it as an unknown option, 2.0.30
+# takes it (checked with both against the fake Messages API; its notes said 2.0.28).
+MAX_BUDGET_USD_SINCE = (2, 0, 30)
 # `claude --version` of the 1.0.x and 2.0.x npm CLIs (Node, a 9 MB bundle) took up to 4 s on a
 # loaded 2-core machine: too short a limit would take a real, old CLI for a current one.
 TIMEOUT_S = 10.0
@@ -53,6 +56,11 @@ class VersionCheck:
     def partial_messages(self) -> bool:
         """Whether to pass ``--include-partial-messages`` (yes, unless known to be too old)."""
         return self.version is None or self.version >= PARTIAL_MESSAGES_SINCE
+
+    @property
+    def max_budget_usd(self) -> bool:
+        """Whether the CLI takes ``--max-budget-usd`` (yes, unless known to be too old)."""
+        return self.version is None or self.version >= MAX_BUDGET_USD_SINCE
 
     def warning(self, executable: str) -> str | None:
         """One line for the user, or None when there is nothing to say."""
