@@ -3,12 +3,11 @@ the very first line, and the run's other ways of failing open or hanging (regres
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import json
 import os
 import sys
 import textwrap
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
