@@ -56,17 +56,26 @@ class SessionBefore:
     cost_usd: float
 
 
-def session_before(data: dict[str, Any]) -> SessionBefore | None:
+# The session's earlier spend is not known: its last process ended without a result line, so
+# "since the last result" spans it too (only the calls its transcript kept: checked with
+# 2.1.332). Then only ``usage`` (this process's main loop) and the stream are this process's.
+UNKNOWN_BEFORE = SessionBefore({}, -1.0)
+
+
+def session_before(data: dict[str, Any], earlier_settled: bool = True) -> SessionBefore | None:
     """From a process's first result line: the session's spend before it, or None (a new
-    session, or a CLI that reports its figures per process)."""
+    session, or a CLI that reports its figures per process). ``earlier_settled``: the
+    session's previous process ended with a result line."""
     since = _model_figures(data.get("model_usage_since_last_result"))
     whole = _model_figures(data.get("modelUsage"))
     if since is None or whole is None:
         return None
     now = _by_model(whole)
     added = _by_model(since)
-    if now == added:
-        return None  # the usual case: nothing before this process
+    if now == added and earlier_settled:
+        return None  # nothing before this process
+    if not earlier_settled:
+        return UNKNOWN_BEFORE
     models = {}
     for model, (usage, cost) in now.items():
         new_usage, new_cost = added.get(model, (ZERO, 0.0))
@@ -109,6 +118,9 @@ def read_result(data: dict[str, Any], before: SessionBefore | None = None) -> Re
     """Tokens are the sum of ``modelUsage`` over models (the whole run, subagents included),
     else ``usage`` (the main loop only) when ``modelUsage`` is missing or all zero. With
     ``before`` (a resumed session's earlier spend), only what this process added."""
+    if before is UNKNOWN_BEFORE:
+        plain = data.get("usage")
+        return ResultFigures(api_usage(plain)[0] if isinstance(plain, dict) else None, (), None)
     models = _model_figures(data.get("modelUsage"))
     if before is not None and models is not None:
         models = _without(models, SessionBefore(dict(before.models), before.cost_usd))

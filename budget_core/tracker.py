@@ -118,8 +118,11 @@ class UsageTracker:
     spend (``result.session_before``) is taken off every result line of the process.
     """
 
-    def __init__(self, prices: PriceTable | None = None, resumed: bool = False) -> None:
+    def __init__(
+        self, prices: PriceTable | None = None, resumed: bool = False, settled: bool = True
+    ) -> None:
         self.resumed = resumed  # the process continues a session (--resume)
+        self._earlier_settled = settled  # ... whose last process printed a result line
         self._prices = prices if prices is not None else default_price_table()
         self._price_of: dict[str | None, tuple[ModelPrices, bool]] = {}
         self._calls: dict[_CallKey, _Call] = {}
@@ -307,7 +310,7 @@ class UsageTracker:
         )
         self.error_text = _error_text(data, subtype) if self._is_error else None
         if self.resumed and self._settled is None:  # the first result of a resumed process
-            self._before = session_before(data)
+            self._before = session_before(data, self._earlier_settled)
         figures = read_result(data, self._before)
         counted, counted_cost = self.usage, self.cost_usd
         reported = figures.usage if figures.usage is not None else counted

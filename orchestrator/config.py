@@ -74,6 +74,7 @@ class InstanceSpec:
     # with ``resume_prompt`` instead of ``prompt`` (which stays the instance's command).
     resume_session_id: str | None = None
     resume_prompt: str | None = None
+    resume_settled: bool = True  # the session's last process printed a result line
 
 
 @dataclass(frozen=True, slots=True)

@@ -180,7 +180,13 @@ class Orchestrator:
         self.budgets = budgets if budgets is not None else budget_manager_for(config)
         run_token = f"{os.getpid()}-{secrets.token_hex(4)}"
         self._instances = [
-            _Instance(spec, f"{run_token}-{i}", UsageTracker(prices))
+            _Instance(
+                spec,
+                f"{run_token}-{i}",
+                UsageTracker(
+                    prices, resumed=spec.resume_session_id is not None, settled=spec.resume_settled
+                ),
+            )
             for i, spec in enumerate(config.instances)
         ]
         self._listeners: list[RunListener] = []
@@ -251,7 +257,8 @@ class Orchestrator:
         )
         inst.prior_usage = inst.usage
         inst.prior_cost += max(inst.tracker.cost_usd, inst.charged_cost)
-        inst.tracker = UsageTracker(self._prices, resumed=session is not None)
+        settled = inst.tracker.is_final or inst.launches == 0
+        inst.tracker = UsageTracker(self._prices, resumed=session is not None, settled=settled)
         if session is not None:
             inst.spec = dataclasses.replace(
                 inst.spec, resume_session_id=session, resume_prompt=self.resume_prompt

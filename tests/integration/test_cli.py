@@ -277,6 +277,7 @@ def test_no_colour_when_stdout_is_not_a_terminal(
 INSTANCE_KEYS = {
     "name", "command", "budget_key", "status", "exit_code", "final", "tokens",
     "cost_usd", "cost_is_estimate", "duration_s", "error", "discrepancy", "skipped_lines",
+    "stopped_by_cli", "max_budget_usd", "resumed_session", "launches",
 }  # fmt: skip
 TOKEN_KEYS = {"input", "output", "cache_creation", "cache_read", "total"}
 BUDGET_KEYS = {"key", "unit", "limit", "used", "fraction", "level"}
