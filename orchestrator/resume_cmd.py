@@ -242,6 +242,8 @@ def plan_for(args: argparse.Namespace) -> tuple[argparse.Namespace, ResumePlan]:
             for inst in ledger.run_instances(earlier.id):
                 records.setdefault(inst.name, inst)
         spend = ledger.run_spend([r.id for r in chain])
+        if records and all(r.status == "succeeded" for r in records.values()):
+            raise ConfigError(f"run {record.id} has nothing to resume: every instance succeeded")
     except LedgerError as exc:
         raise ConfigError(f"cannot read the ledger {shown}: {exc}") from None
     finally:
