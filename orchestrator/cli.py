@@ -675,7 +675,7 @@ def run_command(args: argparse.Namespace, argv: list[str], plan: ResumePlan | No
     output = Output(sys.stdout, on_gone=lambda: _output_gone(orchestrator))
     _setup_logging(output, args.quiet)
     palette = Palette(use_colour(sys.stdout, args.no_color))
-    for key in unused_budget_keys(run):
+    for key in unused_budget_keys(run) if plan is None else ():  # resumed: a subset ran
         log.warning(f"WARNING budget {key} applies to no instance (no instance's key is {key})")
     refusal = tui_refusal() if args.tui else None
     if refusal:

@@ -14,11 +14,12 @@ import argparse
 import dataclasses
 import os
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from budget_core import OVERALL, BudgetManager, TokenUsage, Unit
-from orchestrator.config import ConfigError, RunConfig
+from orchestrator.config import ConfigError, RunConfig, argument_problem
 from orchestrator.ledger import Ledger, LedgerError, open_ledger, redact_url, resolve_ledger_url
 from orchestrator.ledger.base import InstanceRecord, RunRecord
 from orchestrator.ledger.urls import sqlite_path
@@ -58,6 +59,7 @@ class ResumePlan:
     run_id: str
     records: dict[str, InstanceRecord]  # each instance's latest record in the chain
     spend: dict[str, tuple[TokenUsage, float]]  # the chain's charges by key
+    sessions: dict[str, str]  # each instance's newest session in the chain
     resume_prompt: str = DEFAULT_RESUME_PROMPT
     used_before: dict[tuple[str | None, Unit], float] = field(default_factory=dict)
 
@@ -68,8 +70,8 @@ class ResumePlan:
             record = self.records.get(spec.name)
             if record is not None and record.status == "succeeded":
                 continue
-            session = record.session_id if record is not None else None
-            if session and record is not None and record.started is not None:
+            session = self.sessions.get(spec.name)
+            if session and record is not None:
                 spec = dataclasses.replace(
                     spec,
                     resume_session_id=session,
@@ -235,12 +237,21 @@ def plan_for(args: argparse.Namespace) -> tuple[argparse.Namespace, ResumePlan]:
             raise ConfigError(
                 f"no run {wanted!r} in the ledger {shown} (see: orchestrator usage --by run)"
             )
+        status = getattr(ledger, "run_status", None)
+        if status is not None and status(record.id, time.time()) == "running":
+            raise ConfigError(
+                f"run {record.id} is still running (its heartbeat is recent); resume it once "
+                "it has ended"
+            )
         run_args = merge(original_args(ledger, record), args)
         records: dict[str, InstanceRecord] = {}
         chain = _chain(ledger, record)
+        sessions: dict[str, str] = {}
         for earlier in chain:
             for inst in ledger.run_instances(earlier.id):
                 records.setdefault(inst.name, inst)
+                if inst.session_id:  # the newest session (stopped before its first line,
+                    sessions.setdefault(inst.name, inst.session_id)  # a process has none)
         spend = ledger.run_spend([r.id for r in chain])
         if records and all(r.status == "succeeded" for r in records.values()):
             raise ConfigError(f"run {record.id} has nothing to resume: every instance succeeded")
@@ -251,7 +262,9 @@ def plan_for(args: argparse.Namespace) -> tuple[argparse.Namespace, ResumePlan]:
     prompt = getattr(args, "resume_prompt", DEFAULT_RESUME_PROMPT)
     if not prompt.strip():
         raise ConfigError("--resume-prompt is empty")
-    return run_args, ResumePlan(record.id, records, spend, prompt)
+    if problem := argument_problem(prompt):
+        raise ConfigError(f"--resume-prompt {problem}")
+    return run_args, ResumePlan(record.id, records, spend, sessions, prompt)
 
 
 def main(argv: Sequence[str]) -> int:

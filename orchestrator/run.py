@@ -766,9 +766,10 @@ class Orchestrator:
             started=inst.started_at + wall if inst.started_at is not None else None,
             ended=inst.ended_at + wall if inst.ended_at is not None else None,
             error=view.error,
+            # A configured --session-id names a session only once it was used.
             session_id=inst.tracker.session_id
             or inst.spec.resume_session_id
-            or inst.spec.session_id,
+            or (inst.spec.session_id if inst.launches else None),
         )
 
     def _on_budget_event(self, event: BudgetEvent) -> None:
