@@ -128,3 +128,24 @@ def test_resume_errors_are_one_line(tmp_path: Path) -> None:
     proc, _ = orchestrator(tmp_path, "resume", "20990101T000000-abcdef")
     assert proc.returncode == 2
     assert proc.stderr.startswith("orchestrator resume: error: no run '20990101T000000-abcdef'")
+
+
+def test_a_run_still_running_is_not_resumed(tmp_path: Path) -> None:
+    """Another orchestrator still runs it (a recent heartbeat): resuming would run its
+    instances twice at once."""
+    import time
+
+    from orchestrator.ledger.base import RunRecord
+    from orchestrator.ledger.sqlite import SqliteLedger
+
+    ledger = SqliteLedger(tmp_path / "ledger.sqlite3")
+    now = time.time()
+    argv = ("orchestrator", "/ok x")
+    ledger.open_run(RunRecord("20261130T000000-aaaaaa", now, "h", "u", str(tmp_path), argv, "warn"))
+    ledger.close()
+    proc, _ = orchestrator(tmp_path, "resume", "20261130T000000-aaaaaa")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "orchestrator resume: error: run 20261130T000000-aaaaaa is still running (its "
+        "heartbeat is recent); resume it once it has ended"
+    )
