@@ -1,9 +1,10 @@
 """The Claude Code CLI's version, asked once per run, and what the run does about it.
 
-``<claude> --version`` prints e.g. ``2.1.197 (Claude Code)``. Only one thing depends on it
-today: ``--include-partial-messages`` exists from 1.0.109 on (1.0.108 and older refuse it as
+``<claude> --version`` prints e.g. ``2.1.197 (Claude Code)``. Two things depend on it:
+``--include-partial-messages`` exists from 1.0.109 on (1.0.108 and older refuse it as
 an unknown option), so an older CLI runs without it and counting falls back to the
-assistant lines. A version that cannot be read (a wrapper script, a hang, garbage) never
+assistant lines; ``--max-budget-usd`` from 2.0.30 on (cooperative limits, see
+``orchestrator.cooperative``), so an older CLI is never given it. A version that cannot be read (a wrapper script, a hang, garbage) never
 blocks a run: the run goes on as for a current CLI, with a warning.
 """
 
