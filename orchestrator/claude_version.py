@@ -4,8 +4,9 @@
 ``--include-partial-messages`` exists from 1.0.109 on (1.0.108 and older refuse it as
 an unknown option), so an older CLI runs without it and counting falls back to the
 assistant lines; ``--max-budget-usd`` from 2.0.30 on (cooperative limits, see
-``orchestrator.cooperative``), so an older CLI is never given it. A version that cannot be read (a wrapper script, a hang, garbage) never
-blocks a run: the run goes on as for a current CLI, with a warning.
+``orchestrator.cooperative``), so an older CLI is never given it. A version that cannot be
+read (a wrapper script, a hang, garbage) never blocks a run: the run goes on as for a current
+CLI, with a warning.
 """
 
 from __future__ import annotations

@@ -43,6 +43,7 @@ from orchestrator.config import (
     instance_argv,
     load_config_file,
 )
+from orchestrator.cooperative import max_budget_args
 from orchestrator.descendants import become_subreaper
 from orchestrator.failure import failure_report, stop_after_failure
 from orchestrator.ledger_cli import LEDGER_HELP, close_ledger, open_run_ledger
@@ -483,8 +484,11 @@ def dry_run_text(run: RunConfig, manager: BudgetManager) -> str:
         f"dry run: {len(run.instances)} instance(s), at most {run.max_concurrent} at once, "
         f"enforcement {manager.mode.upper()}; nothing is launched"
     ]
+    cooperative = run.cooperative_limits and manager.mode == "block"
     for spec in run.instances:
-        lines.append(f"  {spec.name} [{spec.budget_key}]: {shlex.join(instance_argv(run, spec))}")
+        limit = max_budget_args(manager.snapshot(), spec.budget_key) if cooperative else ()
+        argv = instance_argv(run, spec, limit)
+        lines.append(f"  {spec.name} [{spec.budget_key}]: {shlex.join(argv)}")
     budgets = manager.snapshot().budgets
     lines.append("budgets:" if budgets else "budgets: none")
     for b in budgets:

@@ -149,3 +149,28 @@ def test_a_run_still_running_is_not_resumed(tmp_path: Path) -> None:
         "orchestrator resume: error: run 20261130T000000-aaaaaa is still running (its "
         "heartbeat is recent); resume it once it has ended"
     )
+
+
+def test_dry_run_shows_the_max_budget_usd_a_launch_would_get(tmp_path: Path) -> None:
+    claude = tmp_path / "claude"
+    claude.write_text(
+        '#!/bin/sh\n[ "$*" = --version ] && echo "2.0.30 (Claude Code)" && exit 0\nexit 1\n'
+    )
+    claude.chmod(0o755)
+    old = tmp_path / "old"
+    old.write_text(
+        '#!/bin/sh\n[ "$*" = --version ] && echo "2.0.29 (Claude Code)" && exit 0\nexit 1\n'
+    )
+    old.chmod(0o755)
+    base = ["/a x", "--overall-cost-budget", "2.5", "--dry-run"]
+    block = [*base, "--budget-enforcement-mode", "block"]
+    cases = [
+        ([*block, "--claude-bin", str(claude)], True),
+        ([*block, "--claude-bin", str(claude), "--no-cooperative-limits"], False),
+        ([*base, "--claude-bin", str(claude)], False),  # warn mode: the CLI is not stopped
+        ([*block, "--claude-bin", str(old)], False),  # 2.0.29 refuses the option
+    ]
+    for args, given in cases:
+        proc, _ = orchestrator(tmp_path, *args)
+        assert proc.returncode == 0, proc.stderr
+        assert ("--max-budget-usd 2.500000 --" in proc.stdout) is given, (args, proc.stdout)
