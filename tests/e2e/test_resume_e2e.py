@@ -113,9 +113,10 @@ def test_a_stopped_instance_resumed_with_a_higher_limit_counts_each_token_once(
     assert entry["tokens"] == tokens(added), context
     pid = int(proc.stdout.split("w1: launched (work), pid ")[1].split()[0])
     argv = tee.argv(pid)
-    assert argv[argv.index("--resume") + 1] == first.summary.get(
-        "session_id", argv[argv.index("--resume") + 1]
-    )
+    # The session the first process ran (its init line), continued with --resume.
+    first_init = next(line for line in tee.lines(first.pid("w1")) if line.get("subtype") == "init")
+    assert argv[argv.index("--resume") + 1] == first_init["session_id"] == entry["resumed_session"]
+    assert argv[-1] == "Continue where you left off."
     result = tee.result(pid)
     if "model_usage_since_last_result" in result:
         # 2.1.332 reports the session's figures, and (the first process having printed no
@@ -184,3 +185,53 @@ def test_the_cli_given_max_budget_usd_stops_itself_with_exact_figures(
     calls = [r for r in fake_api.requests_for("mb") if r.status == 200]
     assert len(calls) == 1, context
     assert run.budget("overall")["used"] > 0.05
+
+
+def test_resuming_after_the_clis_own_budget_stop_counts_its_exact_own_figures(
+    claude_installs: dict[str, tuple[Path | None, str]],
+    fake_api: FakeAnthropicAPI,
+    cli_env: CliEnvFactory,
+    tmp_path: Path,
+) -> None:
+    """2.1.332 stopped itself at its --max-budget-usd (a result line: the session settled);
+    resumed, it reports the whole session's modelUsage and cost: the run counts only what
+    the resumed process added, at the CLI's own exact cost."""
+    real, reason = claude_installs[NEWEST_CLI_VERSION]
+    if real is None:
+        pytest.skip(f"Claude Code CLI {NEWEST_CLI_VERSION} unavailable: {reason}")
+    tee = TeeClaude.around(real, tmp_path / "tee")
+    turns = [Usage(20000, 400, 0, 0), Usage(3000, 300, 30, 600), Usage(4000, 200, 40, 800)]
+    fake_api.add_scenario("cb", "tool", usages=turns, text="done")
+    env = cli_env(fake_api.base_url)
+    ledger = tmp_path / "ledger.sqlite3"
+    instance = {"name": "c1", "prompt": "SCENARIO:cb run echo hi", "allowed_tools": ["Bash"]}
+    run_dir = tmp_path / "run"
+    first = run_orchestrator(
+        tee.path,
+        [instance],
+        env,
+        run_dir,
+        "--ledger",
+        str(ledger),
+        "--budget-enforcement-mode",
+        "block",
+        "--overall-cost-budget",
+        "0.05",
+    )
+    context = first.explain(fake_api)
+    assert first.instance("c1")["stopped_by_cli"] is True, context
+    sent_first = fake_api.sent("cb")
+    assert first.instance("c1")["tokens"] == tokens(sent_first), context
+
+    proc, resumed = _resume(run_dir, env, "--overall-cost-budget", "100", "--ledger", str(ledger))
+    context = f"{proc.stdout}\n{proc.stderr}\n" + "\n".join(fake_api.request_summaries())
+    assert proc.returncode == 0, context
+    entry = resumed["instances"][0]
+    added = _minus(fake_api.sent("cb"), sent_first)
+    assert entry["tokens"] == tokens(added), context
+    result = tee.result(int(proc.stdout.split("c1: launched (c1), pid ")[1].split()[0]))
+    whole = sum(m["inputTokens"] for m in result["modelUsage"].values())
+    assert whole == sent_first.input + added.input  # the CLI's figure is the session's
+    own = sum(m["costUSD"] for m in result["model_usage_since_last_result"].values())
+    assert entry["cost_usd"] == pytest.approx(own, rel=1e-9), context
+    assert (entry["final"], entry["cost_is_estimate"]) == (True, False), context
