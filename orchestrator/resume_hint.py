@@ -16,7 +16,7 @@ def raised_flag(budget: BudgetState) -> list[str]:
     """The flag that gives ``budget`` twice its limit, in its own window: the suggestion."""
     window = "" if budget.window.is_run else f"/{budget.window.name}"
     if budget.unit is Unit.USD:
-        limit = f"{budget.limit * 2:.2f}".removesuffix(".00")
+        limit = f"{budget.limit * 2:.6f}".rstrip("0").rstrip(".")  # 5, 0.1, 0.000002
         flag = "--overall-cost-budget" if budget.is_overall else "--command-cost-budget"
     else:
         limit = str(int(budget.limit * 2))

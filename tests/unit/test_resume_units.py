@@ -164,3 +164,35 @@ def test_the_window_is_kept_when_the_limit_is_typed() -> None:
     for bad in ("", "0", "-1", "1e3", "nan", "5k"):
         with pytest.raises(ValueError):
             parse_new_limit(bad, usd)
+
+
+def test_the_hint_doubles_each_exceeded_budget_as_a_flag_would_take_it() -> None:
+    from budget_core.budgets import BudgetState
+    from budget_core.levels import BudgetLevel
+    from budget_core.spec import parse_budget_spec, parse_windowed_limit
+    from orchestrator.resume_hint import raised_flag
+
+    exceeded = BudgetLevel.EXCEEDED
+    cases = [
+        (
+            BudgetState("/r", Unit.TOKENS, 50_000, 60_000, exceeded),
+            ["--command-budget", "/r=100000"],
+        ),
+        (
+            BudgetState("/r", Unit.USD, 0.0005, 1, exceeded, parse_window("day")),
+            ["--command-cost-budget", "/r=0.001/day"],
+        ),
+        (BudgetState(OVERALL, Unit.USD, 2.5, 3, exceeded), ["--overall-cost-budget", "5"]),
+        (
+            BudgetState(OVERALL, Unit.TOKENS, 1_000, 2_000, exceeded, parse_window("5h")),
+            ["--overall-token-budget", "2000/5h"],
+        ),
+    ]
+    for budget, flag in cases:
+        assert raised_flag(budget) == flag
+        value = flag[1]
+        if budget.is_overall:
+            limit, _ = parse_windowed_limit(value, budget.unit)
+        else:
+            limit = parse_budget_spec(value, budget.unit).limit
+        assert limit == pytest.approx(budget.limit * 2)
