@@ -81,6 +81,7 @@ budgets:
   A limit may carry a window, counted over every run on the ledger (--ledger):
   /review=2M/day, 5/week, 10M/month, 50/5h, 90m, 7d (calendar windows in local time).
   'orchestrator usage --help': what the ledger holds, by day, command, model, run, label.
+  'orchestrator resume --help': continue a recorded run's work a budget stopped or blocked.
   Levels: ok < 70% <= warning < 90% <= critical < 100% <= exceeded.
   warn mode logs each level crossed and goes on; block mode does not launch an instance
   whose budget is exceeded and stops (SIGTERM, then SIGKILL) running instances charged
