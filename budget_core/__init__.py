@@ -29,6 +29,13 @@ from budget_core.formatting import (
 )
 from budget_core.levels import BudgetLevel, level_for
 from budget_core.pricing import ModelPrices, PriceTable, default_price_table
+from budget_core.ratelimit import (
+    RateLimitEvent,
+    RateLimitStatus,
+    WindowReading,
+    parse_rate_limit_event,
+    window_label,
+)
 from budget_core.result import UsageDiscrepancy
 from budget_core.spec import (
     MAX_TOKENS,
@@ -66,12 +73,15 @@ __all__ = [
     "ModeChanged",
     "ModelPrices",
     "PriceTable",
+    "RateLimitEvent",
+    "RateLimitStatus",
     "SpendChanged",
     "TokenUsage",
     "Unit",
     "UsageDiscrepancy",
     "UsageTracker",
     "Window",
+    "WindowReading",
     "check_budget_key",
     "default_price_table",
     "format_budget_amounts",
@@ -83,10 +93,12 @@ __all__ = [
     "line_may_carry_usage",
     "parse_budget_spec",
     "parse_limit",
+    "parse_rate_limit_event",
     "parse_window",
     "parse_windowed_limit",
     "render_bar",
     "render_window_bar",
     "unprintable_character",
     "window_bar_cells",
+    "window_label",
 ]

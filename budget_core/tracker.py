@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from budget_core.pricing import ModelPrices, PriceTable, default_price_table
+from budget_core.ratelimit import RateLimitEvent, parse_rate_limit_event
 from budget_core.result import (
     ResultFigures,
     SessionBefore,
@@ -38,7 +39,6 @@ _NO_USAGE_PREFIXES_STR = (
     '{"type":"stream_event","event":{"type":"content_block_',
     '{"type":"stream_event","event":{"type":"message_stop"',
     '{"type":"user",',
-    '{"type":"rate_limit_event",',
 )
 _NO_USAGE_PREFIXES_BYTES = tuple(p.encode() for p in _NO_USAGE_PREFIXES_STR)
 # Claude Code 2.1.332 names the call of every stream event (``api_message_id``). Written
@@ -55,7 +55,8 @@ _PER_MILLION = 1_000_000
 
 
 def line_may_carry_usage(head: bytes) -> bool:
-    """Whether a line starting with ``head`` (its first 128 bytes or more) can carry usage.
+    """Whether a line starting with ``head`` (its first 128 bytes or more) can carry usage
+    (or another value the tracker reads, such as a ``rate_limit_event``).
 
     Lets a reader drop the body of a huge tool-result or non-JSON line as it streams by.
     """
@@ -142,6 +143,10 @@ class UsageTracker:
         self.result_subtype: str | None = None
         self.lines_seen = 0
         self.skipped_lines = 0
+        # The latest subscription-window report (never tokens), and how many were read: a
+        # reader compares the count to see a new one without looking at the event.
+        self.rate_limit: RateLimitEvent | None = None
+        self.rate_limit_events = 0
 
     # -- what callers read ---------------------------------------------------------------
 
@@ -227,6 +232,8 @@ class UsageTracker:
                 self._on_result(data)
             elif kind == "system":
                 self._on_system(data)
+            elif kind == "rate_limit_event":
+                self._on_rate_limit(data)
         after = self.usage
         return ZERO if after is before else after - before
 
@@ -268,6 +275,14 @@ class UsageTracker:
                 self.session_id = data["session_id"]
             if isinstance(data.get("model"), str):
                 self.model = data["model"]
+
+    def _on_rate_limit(self, data: dict[str, Any]) -> None:
+        event = parse_rate_limit_event(data)
+        if event is None:
+            self.skipped_lines += 1  # no status we know: nothing read from it
+            return
+        self.rate_limit = event
+        self.rate_limit_events += 1
 
     def _on_assistant(self, data: dict[str, Any]) -> None:
         message = data.get("message")

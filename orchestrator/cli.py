@@ -46,10 +46,13 @@ from orchestrator.config import (
 from orchestrator.cooperative import max_budget_args
 from orchestrator.descendants import become_subreaper
 from orchestrator.failure import failure_report, stop_after_failure
+from orchestrator.integration_options import add_arguments, options_from_args
+from orchestrator.integrations import Integrations, attach
 from orchestrator.ledger_cli import LEDGER_HELP, close_ledger, open_run_ledger
 from orchestrator.output import Output, fill_closed_std_fds, point_at_devnull, say
 from orchestrator.output_file import output_problem
 from orchestrator.palette import Palette, use_colour
+from orchestrator.ratelimits import OnRateLimit
 from orchestrator.report import HeadlessReporter, summary_report
 from orchestrator.resume_hint import resume_hint
 from orchestrator.run import Orchestrator, budget_manager_for
@@ -276,6 +279,14 @@ def build_parser() -> argparse.ArgumentParser:
         "budget covers (default: the config's, else warn)",
     )
     p.add_argument(
+        "--on-rate-limit",
+        choices=[str(choice) for choice in OnRateLimit],
+        default=str(OnRateLimit.CONTINUE),
+        help="when a subscription window (5h, 7d) is reported rejected: 'wait' holds new "
+        "launches until its reset time, showing a countdown; 'continue' launches anyway "
+        "(default: continue)",
+    )
+    p.add_argument(
         "--tui",
         action="store_true",
         help="the Textual monitor; headless when stdout is not a terminal (default: off)",
@@ -325,6 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not hand a USD budget's remainder to the CLI as --max-budget-usd (default: in "
         "block mode, a CLI that takes it, 2.0.30 or later, is given it and stops itself)",
     )
+    add_arguments(p)  # alerts, GitHub Actions, metrics
     p.add_argument("--version", action="version", version=f"orchestrator {__version__}")
     return p
 
@@ -458,6 +470,7 @@ def build_run(args: argparse.Namespace) -> RunConfig:
         max_concurrent=int(args.max_concurrent),
         startup_delay_s=float(args.startup_delay),
         timeout_s=args.timeout,
+        on_rate_limit=OnRateLimit(args.on_rate_limit),
     )
     for spec in run.instances:
         if problem := command_line_problem(instance_argv(run, spec)):
@@ -655,6 +668,7 @@ def run_command(args: argparse.Namespace, argv: list[str], plan: ResumePlan | No
             problem := output_problem(args.summary_json, run_inputs(args, run))
         ):
             raise ConfigError(f"--summary-json: cannot write there: {problem}")
+        integration_options = options_from_args(args, run_inputs(args, run))
     except ConfigError as exc:
         say(f"orchestrator: error: {exc}", sys.stderr)
         return 2
@@ -689,6 +703,7 @@ def run_command(args: argparse.Namespace, argv: list[str], plan: ResumePlan | No
     reporter = HeadlessReporter(
         orchestrator, palette, 0 if use_tui else args.status_report_interval, args.quiet or use_tui
     )
+    integrations = attach(integration_options, orchestrator, deferred=use_tui)  # after the log
     meaning = None
     try:
         if use_tui:
@@ -707,7 +722,7 @@ def run_command(args: argparse.Namespace, argv: list[str], plan: ResumePlan | No
             f"stopped; exit status {code}",
             sys.stderr,
         )
-    return _finish(orchestrator, code, args, palette, meaning)
+    return _finish(orchestrator, code, args, palette, meaning, integrations)
 
 
 def _output_gone(orchestrator: Orchestrator) -> None:
@@ -743,9 +758,17 @@ def _finish(
     args: argparse.Namespace,
     palette: Palette,
     meaning: str | None = None,
+    integrations: Integrations | None = None,
 ) -> int:
     if not close_ledger(orchestrator, code) and code == 0:
         code, meaning = 1, "every instance succeeded, but the ledger lacks some of their spend"
+    if integrations is not None and (problem := integrations.finish_metrics(code)):
+        say(
+            f"orchestrator: error: cannot write --metrics-file {args.metrics_file}: {problem}",
+            sys.stderr,
+        )
+        if code == 0:
+            code, meaning = 1, "every instance succeeded, but the metrics file was not written"
     snapshot = orchestrator.snapshot()
     if args.summary_json is not None:
         try:
@@ -762,6 +785,8 @@ def _finish(
             )
             if code == 0:
                 code, meaning = 1, "every instance succeeded, but the summary JSON was not written"
+    if integrations is not None:  # the run's end alert, GitHub's summary and outputs
+        integrations.finish(code, meaning)
     # Once the summary JSON is written, the exit status is decided: a reader that goes away
     # now (the run is over) changes neither.
     say(summary_report(snapshot, code, palette, meaning))

@@ -26,6 +26,7 @@ from budget_core import (
     parse_windowed_limit,
     unprintable_character,
 )
+from orchestrator.ratelimits import OnRateLimit
 
 INSTANCE_KEYS = (
     "name",
@@ -433,6 +434,7 @@ class RunConfig:
     # Hand a USD budget's remainder to the CLI (--max-budget-usd) in block mode: the CLI
     # supports it and --no-cooperative-limits was not given (see orchestrator.cooperative).
     cooperative_limits: bool = False
+    on_rate_limit: OnRateLimit = OnRateLimit.CONTINUE  # --on-rate-limit
 
 
 def instance_argv(run: RunConfig, spec: InstanceSpec, max_budget: Sequence[str] = ()) -> list[str]:

@@ -18,6 +18,7 @@ from budget_core import (
 )
 from orchestrator.cells import pad, width
 from orchestrator.palette import Palette
+from orchestrator.ratelimits import hold_text, rate_limit_line
 from orchestrator.state import (
     InstanceStatus,
     InstanceView,
@@ -39,6 +40,7 @@ _KIND_COLOURS = {
     NoticeKind.BLOCK: "red",
     NoticeKind.ERROR: "bold_red",
     NoticeKind.MODE: "bold",
+    NoticeKind.RATE: "yellow",
 }
 _STATUS_COLOURS = {
     InstanceStatus.SUCCEEDED: "green",
@@ -120,6 +122,9 @@ def progress_report(snapshot: RunSnapshot, palette: Palette) -> str:
         f" {done}/{len(snapshot.instances)} done, {format_tokens(total.total)} tokens,"
         f" {cost_text(snapshot.total_cost_usd, snapshot.cost_is_estimate)}"
     )
+    held = hold_text(snapshot.rate_limits) if snapshot.rate_limits is not None else None
+    if held is not None:  # the countdown of --on-rate-limit wait
+        head += ", " + palette.paint(held, "yellow")
     lines = [head, *budget_block(snapshot, palette)]
     running = snapshot.running
     if running:
@@ -208,6 +213,10 @@ def summary_report(
     for i in snapshot.instances:
         if i.error and i.status is not InstanceStatus.SUCCEEDED:
             lines.append(f"  {i.name}: {i.error}")
+    limits = snapshot.rate_limits
+    windows = rate_limit_line(limits, with_hold=False) if limits is not None else None
+    if windows is not None:
+        lines.append(f"  subscription windows: {windows}")
     block = budget_block(snapshot, palette)
     if block:
         lines += ["Budgets", *block]

@@ -46,6 +46,7 @@ from orchestrator.descendants import INSTANCE_ENV, kill_all, strays
 from orchestrator.ledger.base import InstanceRecord, WindowSpend
 from orchestrator.ledger.session import RunLedger
 from orchestrator.process import ChildProcess, ProcessExit, SpawnAbandoned, Spawner
+from orchestrator.ratelimits import HoldState, RateLimitBoard, RateNote
 from orchestrator.state import (
     RESUMABLE,
     BurnView,
@@ -116,6 +117,7 @@ class _Instance:
     charged_cost: float = 0.0
     reported_discrepancy: UsageDiscrepancy | None = None
     handed_over: tuple[TokenUsage, float, bool] | None = None  # to the ledger, last time
+    rate_limit_events: int = 0  # of its tracker's, already handed to the board
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
     # Earlier processes of this instance in this run (resumed with ``r``): their counts.
     prior_usage: TokenUsage = field(default_factory=TokenUsage)
@@ -164,6 +166,8 @@ class Orchestrator:
         prices: PriceTable | None = None,
         process_factory: Callable[[], Process] | None = None,
         ledger: RunLedger | None = None,
+        wall_clock: Callable[[], float] = time.time,
+        rate_limit_poll_s: float = 1.0,
     ) -> None:
         self.config = config
         self.ledger = ledger  # writes this run's charges; brings other runs' window spend
@@ -201,6 +205,9 @@ class Orchestrator:
         self.interrupted_by: int | None = None  # the signal that interrupted the run
         self.run_error: str | None = None  # an unexpected error that ended the run
         self.budgets.subscribe(self._on_budget_event)
+        # Subscription windows the CLIs report; in wait mode they hold launches.
+        self.rate_limits = RateLimitBoard(config.on_rate_limit, wall_clock)
+        self._rate_limit_poll_s = rate_limit_poll_s
 
     # -- RunControl ----------------------------------------------------------------------
 
@@ -330,6 +337,7 @@ class Orchestrator:
             burn=tuple(burn),
             enforcement_ok=self._enforcement_ok,
             finished=self._finished,
+            rate_limits=self.rate_limits.view(),
         )
 
     # -- the run -------------------------------------------------------------------------
@@ -433,6 +441,7 @@ class Orchestrator:
         last = len(instances) - 1
         for index, inst in enumerate(instances):
             await slots.acquire()
+            await self._hold_for_rate_limit()
             if not self._may_launch(inst):
                 slots.release()
                 continue
@@ -477,6 +486,16 @@ class Orchestrator:
             return False
         self._notice(NoticeKind.LEVEL, f"{inst.name}: {decision.reason}", warning=True)
         return True
+
+    async def _hold_for_rate_limit(self) -> None:
+        """``--on-rate-limit wait``: no launch decision while a window is rejected."""
+        if self.rate_limits.state is HoldState.HOLDING:
+            await self.rate_limits.wait_open(
+                self._stop_requested,
+                self._rate_notice,
+                lambda: self._emit(_STATE_CHANGED),  # the countdown on show moves
+                self._rate_limit_poll_s,
+            )
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -656,6 +675,8 @@ class Orchestrator:
                 self._guard(self.budgets.charge, inst.key, inst.name, delta, cost_delta)
                 self._enforce(inst)
             self._emit(_STATE_CHANGED)
+        if tracker.rate_limit_events != inst.rate_limit_events:
+            self._on_rate_limit(inst)
         if tracker.discrepancy is not inst.reported_discrepancy:
             inst.reported_discrepancy = tracker.discrepancy
             if tracker.discrepancy is not None:
@@ -665,6 +686,18 @@ class Orchestrator:
                     f"{tracker.discrepancy.describe()}",
                     warning=True,
                 )
+
+    def _on_rate_limit(self, inst: _Instance) -> None:
+        """A new subscription-window report (never tokens): to the board, which may hold."""
+        tracker = inst.tracker
+        inst.rate_limit_events = tracker.rate_limit_events
+        if tracker.rate_limit is not None:
+            for note in self.rate_limits.observe(inst.name, tracker.rate_limit):
+                self._rate_notice(note)
+            self._emit(_STATE_CHANGED)
+
+    def _rate_notice(self, note: RateNote) -> None:
+        self._notice(NoticeKind.RATE, note.text, warning=note.warning)
 
     # -- enforcement: one rule, applied on every charge, crossing, mode or limit change --
 
@@ -879,6 +912,7 @@ class Orchestrator:
             resumed_session=inst.spec.resume_session_id,
             launches=inst.launches,
             max_budget_usd=inst.max_budget,
+            model=tracker.model,
         )
 
 

@@ -87,6 +87,12 @@ class Config:
     fail: str = "none"
     huge_bytes: int = 50_000_000
     error_text: str = DEFAULT_ERROR_TEXT
+    # A rate_limit_event as 2.1.x prints on a subscription: none, allowed, allowed_warning
+    # (after the first call), rejected (the run then fails at once, as on an HTTP 429).
+    rate_limit: str = "none"
+    rate_limit_window: str = "five_hour"
+    rate_limit_utilization: float = 0.83
+    rate_limit_reset: str = "3600"  # seconds from now (may be negative), or @UNIX_TIME
 
 
 def _non_negative_int(raw: str) -> int:
@@ -101,6 +107,20 @@ def _non_negative_float(raw: str) -> float:
     if value < 0:
         raise ValueError(f"must be >= 0: {raw}")
     return value
+
+
+RATE_LIMITS = ("none", "allowed", "allowed_warning", "rejected")
+
+
+def _rate_limit(raw: str) -> str:
+    if raw not in RATE_LIMITS:
+        raise ValueError(f"unknown rate limit {raw!r}; choose from {', '.join(RATE_LIMITS)}")
+    return raw
+
+
+def _reset(raw: str) -> str:
+    float(raw.removeprefix("@"))  # raises ValueError for anything but a number
+    return raw
 
 
 def _fail_mode(raw: str) -> str:
@@ -123,6 +143,10 @@ SIM_OPTIONS: dict[str, Callable[[str], object]] = {
     "fail": _fail_mode,
     "huge_bytes": _non_negative_int,
     "error_text": str,
+    "rate_limit": _rate_limit,
+    "rate_limit_window": str,
+    "rate_limit_utilization": float,
+    "rate_limit_reset": _reset,
 }
 
 # Real CLI flags that take a value: declared only so their value is not taken for the prompt.
@@ -637,6 +661,54 @@ class Simulator:
         )
         self.emit(self._result(is_error=True, api_error_status=500, timing={"duration_api_ms": 0}))
 
+    def emit_rate_limit(self) -> None:
+        """A ``rate_limit_event`` as Claude Code 2.1.197 prints it (see budget_core.ratelimit)."""
+        cfg = self.cfg
+        reset = cfg.rate_limit_reset
+        resets_at = float(reset[1:]) if reset.startswith("@") else time.time() + float(reset)
+        info: JSON = {
+            "status": cfg.rate_limit,
+            "resetsAt": int(resets_at),
+            "rateLimitType": cfg.rate_limit_window,
+        }
+        if cfg.rate_limit == "allowed_warning":
+            info["utilization"] = cfg.rate_limit_utilization
+        info["isUsingOverage"] = False
+        self.emit(
+            {
+                "type": "rate_limit_event",
+                "rate_limit_info": info,
+                "uuid": self._uuid(),
+                "session_id": self.session_id,
+            }
+        )
+
+    def emit_rejected(self) -> None:
+        """What 2.1.197 prints when an API call is refused for a rejected window: the event,
+        a <synthetic> assistant line and an is_error result (HTTP 429), no call made."""
+        text = "You've hit your session limit · resets 7:41pm (UTC)"
+        self.emit_rate_limit()
+        self.emit(
+            {
+                "type": "assistant",
+                "message": {
+                    "id": self._uuid(),
+                    "model": "<synthetic>",
+                    "role": "assistant",
+                    "stop_reason": "stop_sequence",
+                    "type": "message",
+                    "usage": {"input_tokens": 0, "output_tokens": 0},
+                    "content": [{"type": "text", "text": text}],
+                },
+                "parent_tool_use_id": None,
+                "session_id": self.session_id,
+                "uuid": self._uuid(),
+                "error": "rate_limit",
+            }
+        )
+        result = self._result(is_error=True, api_error_status=429, timing={"duration_api_ms": 0})
+        self.emit({**result, "result": text})
+
     def crash(self, index: int) -> None:
         """Die inside call ``index``: its first lines, half an assistant line, no newline."""
         if index < self.cfg.calls:
@@ -673,6 +745,11 @@ def run(cfg: Config, out: BinaryIO, err: BinaryIO) -> int:
     if mode == "garbage":
         sim.write([b"DEBUG: [sim] starting; this banner is not JSON"])
     sim.emit_init()
+    if cfg.rate_limit == "rejected":
+        sim.emit_rejected()
+        return 1
+    if cfg.rate_limit != "none" and cfg.calls == 0:
+        sim.emit_rate_limit()
     completed = cfg.calls // 2 if mode == "crash" else cfg.calls
     if mode == "hang" and completed == 0:
         _sleep_forever()
@@ -680,6 +757,8 @@ def run(cfg: Config, out: BinaryIO, err: BinaryIO) -> int:
         # The call before an API error also used a tool: the CLI only asks again after a tool.
         tool = index < cfg.calls - 1 or mode == "error-result"
         sim.emit_call(index, tool)
+        if index == 0 and cfg.rate_limit != "none":  # read from the first answer's headers
+            sim.emit_rate_limit()
         if mode == "hang":
             _sleep_forever()
     if mode == "crash":

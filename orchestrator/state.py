@@ -12,6 +12,7 @@ from enum import StrEnum
 from typing import Protocol, TypeAlias
 
 from budget_core import BudgetLevel, BudgetSnapshot, Mode, TokenUsage
+from orchestrator.ratelimits import RateLimitView
 
 
 class InstanceStatus(StrEnum):
@@ -96,6 +97,7 @@ class InstanceView:
     resumed_session: str | None = None  # the session it continues (--resume), if any
     launches: int = 0  # processes started for it so far (more than 1: resumed in the run)
     max_budget_usd: float | None = None  # the --max-budget-usd its latest process was given
+    model: str | None = None  # the model its stream named first (metrics label it so)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +118,7 @@ class RunSnapshot:
     burn: tuple[BurnView, ...]
     enforcement_ok: bool  # False once the budget system failed and the run went on without it
     finished: bool
+    rate_limits: RateLimitView | None = None  # subscription windows and the launch hold
 
     @property
     def total_usage(self) -> TokenUsage:
@@ -155,6 +158,7 @@ class NoticeKind(StrEnum):
     DONE = "done"
     MODE = "mode"
     ERROR = "error"
+    RATE = "rate"  # a subscription window changed, or launches are held for one
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ from budget_core import OVERALL, Unit
 from orchestrator.ledger import redact_url
 from orchestrator.ledger.session import RunLedger
 from orchestrator.output_file import replace_file
+from orchestrator.ratelimits import summary_rate_limits
 from orchestrator.state import RunSnapshot
 
 # Sums of float costs carry binary noise (0.026514999999999997); ten places drop it and
@@ -77,6 +78,9 @@ def summary_dict(
             "tokens": snapshot.instances_usage.as_dict(),
             "cost_usd": round(snapshot.instances_cost, USD_PLACES),
         },
+        "rate_limits": (
+            summary_rate_limits(snapshot.rate_limits) if snapshot.rate_limits is not None else None
+        ),
     }
 
 

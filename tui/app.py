@@ -28,6 +28,7 @@ from tui.header import EnforcementBanner, Phase, StatusLine
 from tui.instances import InstanceTable
 from tui.limit_dialog import LimitDialog, NewLimit, budget_for
 from tui.messages import NoticeReceived, RunFinished
+from tui.ratelimit_line import RateLimitLine
 from tui.screens import ConfirmQuit, HelpScreen
 
 RunCoroutine = Callable[[], Awaitable[int]]
@@ -146,6 +147,7 @@ class MonitorApp(App[int]):
         yield StatusLine().data_bind(
             MonitorApp.run_snapshot, MonitorApp.phase, MonitorApp.exit_code
         )
+        yield RateLimitLine().data_bind(MonitorApp.run_snapshot)
         yield EnforcementBanner().data_bind(failed=MonitorApp.enforcement_failed)
         yield BudgetPanel().data_bind(MonitorApp.run_snapshot)
         yield InstanceTable().data_bind(MonitorApp.run_snapshot)

@@ -30,6 +30,7 @@ OLD_CLI_VERSION = "1.0.108"
 NEWEST_CLI_VERSION = "2.1.332"
 TESTED_VERSIONS = (OLD_CLI_VERSION, "2.0.0", CLI_VERSION, NEWEST_CLI_VERSION)
 CACHE_ENV = "ORCHESTRATOR_E2E_CACHE"
+OAUTH_TOKEN = "sk-ant-oat01-fake"  # a subscription's token, to the CLI (the fake checks none)
 NPM_TIMEOUT_S = 600
 
 # The `cli_env` fixture: (base_url, max_retries=..., timeout_ms=...) -> environment.
@@ -163,11 +164,14 @@ def cli_env(
     *,
     max_retries: int = 1,
     timeout_ms: int = 3000,
+    oauth: bool = False,
 ) -> dict[str, str]:
     """Environment for one CLI run against a fake API at `base_url`, fully offline.
 
     Scratch HOME/TMPDIR keep the user's config and sessions out. Few retries and a short API
     timeout keep error cases around a second (a `hang` costs about 2 x timeout_ms + 0.5 s).
+    `oauth`: authenticate as a subscription (`CLAUDE_CODE_OAUTH_TOKEN`, no API key), the only
+    way the CLI reads the rate-limit headers and prints `rate_limit_event` lines.
     """
     env = {
         key: value
@@ -195,6 +199,9 @@ def cli_env(
             "no_proxy": "127.0.0.1,localhost",
         }
     )
+    if oauth:
+        del env["ANTHROPIC_API_KEY"]
+        env["CLAUDE_CODE_OAUTH_TOKEN"] = OAUTH_TOKEN
     return env
 
 

@@ -16,6 +16,14 @@ A request without `tools` is a side call, not a turn of the conversation: CLIs 1
 a small model to extract file paths from a Bash command, or to title an earlier session, and those
 calls never show in the stream (only in the result's figures). They are answered with plain text
 and `side_usage`, and counted apart (`side_sent`), whatever marker they carry.
+
+Subscription windows: a scenario's `rate_limit_headers` go out with each of its answers (an
+error's too). Built by `unified_rate_limit_headers`, they are the `anthropic-ratelimit-unified-*`
+headers from which Claude Code 2.1.x prints `rate_limit_event` lines (found in its bundle and
+confirmed against 2.1.197 and 2.1.332; 1.0.108 and 2.0.0 read some of them but print nothing).
+The CLI reads them only when it runs on a subscription: give it `CLAUDE_CODE_OAUTH_TOKEN`
+instead of `ANTHROPIC_API_KEY` (`cli_env(..., oauth=True)`). It prints a line whenever the state
+changes (the first answer always is one: it starts from a bare `allowed`).
 """
 
 from __future__ import annotations
@@ -121,11 +129,19 @@ class Scenario:
     repeat_usage_in_delta: bool = False  # newer API: message_delta repeats input/cache numbers
     cache_1h: bool = False  # cache writes are 1-hour ones (usage.cache_creation says so)
     subagent: str = "text"  # task: the scenario of the subagent its Task tool call starts
+    # On every answer: headers, or a function making them per answer (times relative to it).
+    rate_limit_headers: Mapping[str, str] | Callable[[], Mapping[str, str]] = field(
+        default_factory=dict
+    )
     sent: Usage = Usage()  # what the server has emitted so far (see FakeAnthropicAPI.sent)
     calls: int = 0  # POST /v1/messages requests answered with this scenario
 
     def usage_for(self, turn: int) -> Usage:
         return self.usages[min(turn, len(self.usages) - 1)]
+
+    def answer_headers(self) -> Mapping[str, str]:
+        headers = self.rate_limit_headers
+        return headers() if callable(headers) else headers
 
     def api_usage(self, usage: Usage, output: int | None = None) -> dict[str, Any]:
         """The usage object of an answer, with the 5-minute/1-hour split of cache writes."""
@@ -324,7 +340,8 @@ class FakeAnthropicAPI:
 
         Usage is one turn's numbers (`input=`, `output=`, ...) or a per-turn list `usages=`
         (dicts with keys input/output/cache_creation/cache_read). Options are Scenario fields:
-        text, deltas, delay_s, turns, retry_after, repeat_usage_in_delta, cache_1h, subagent.
+        text, deltas, delay_s, turns, retry_after, repeat_usage_in_delta, cache_1h, subagent,
+        rate_limit_headers (see `unified_rate_limit_headers`).
         """
         if kind not in KINDS:
             raise ValueError(f"unknown scenario kind {kind!r}; expected one of {KINDS}")
@@ -492,7 +509,7 @@ class FakeAnthropicAPI:
     def _error(self, h: _Handler, scenario: Scenario) -> None:
         status, error_type, message = ERROR_KINDS[scenario.kind]
         headers = {"retry-after": scenario.retry_after} if status == 429 else {}
-        _send_error(h, status, error_type, message, headers)
+        _send_error(h, status, error_type, message, {**headers, **scenario.answer_headers()})
 
     def _blocks(self, scenario: Scenario, turn: int, msg_id: str) -> list[dict[str, Any]]:
         """The content blocks of one answer (full form, as in a non-streaming message)."""
@@ -522,11 +539,11 @@ class FakeAnthropicAPI:
         message["content"] = self._blocks(scenario, turn, msg_id)
         message["stop_reason"] = "tool_use" if scenario.wants_tool(turn) else "end_turn"
         with self._counting(scenario, usage):
-            _send_json(h, 200, message)
+            _send_json(h, 200, message, scenario.answer_headers())
 
     def _stream(self, h: _Handler, scenario: Scenario, turn: int, model: str, msg_id: str) -> None:
         usage = scenario.usage_for(turn)
-        send = _start_sse(h)
+        send = _start_sse(h, scenario.answer_headers())
         self._send_message_start(send, scenario, usage, model, msg_id)
         send("ping", {"type": "ping"})
         for index, block in enumerate(self._blocks(scenario, turn, msg_id)):
@@ -631,12 +648,14 @@ def _read_chunks(h: BaseHTTPRequestHandler) -> Iterator[bytes]:
     h.rfile.readline()  # the empty line after the last chunk
 
 
-def _start_sse(h: BaseHTTPRequestHandler) -> _Send:
+def _start_sse(h: BaseHTTPRequestHandler, headers: Mapping[str, str] | None = None) -> _Send:
     """Send the headers of a Server-Sent Events answer; return a function sending one event."""
     h.send_response(200)
     h.send_header("Content-Type", "text/event-stream")
     h.send_header("Cache-Control", "no-cache")
     h.send_header("request-id", _request_id())
+    for key, value in (headers or {}).items():
+        h.send_header(key, value)
     h.send_header("Connection", "close")  # the body ends when the connection closes
     h.end_headers()
 
@@ -645,6 +664,51 @@ def _start_sse(h: BaseHTTPRequestHandler) -> _Send:
         h.wfile.flush()
 
     return send
+
+
+# The CLI's short names of the windows in per-window headers (its `rateLimitType`s).
+WINDOW_ABBREVIATIONS = {
+    "five_hour": "5h",
+    "seven_day": "7d",
+    "seven_day_overage_included": "7d_oi",
+    "overage": "overage",
+}
+
+
+def unified_rate_limit_headers(
+    status: str,
+    *,
+    window: str = "five_hour",
+    resets_at: float | None = None,
+    utilization: float | None = None,
+    surpassed_threshold: float | None = None,
+    others: Mapping[str, tuple[float, float]] | None = None,
+) -> dict[str, str]:
+    """The `anthropic-ratelimit-unified-*` headers of an answer, as Claude Code 2.1.x reads them.
+
+    `status` (`allowed`, `allowed_warning`, `rejected`), the window that decided (`window`, sent
+    as the representative claim) and its reset time (Unix seconds) give the event's `status`,
+    `rateLimitType` and `resetsAt`. An `allowed_warning` event needs the window's
+    `surpassed_threshold` (with its `utilization`): without it the CLI reports plain
+    `allowed`. A rejection arrives with an HTTP 429 (scenario kind `err429`). `others`:
+    `{window: (utilization, resets_at)}` of other windows (2.1.332 reports them in
+    `unifiedWindows`).
+    """
+    prefix = "anthropic-ratelimit-unified"
+    headers = {f"{prefix}-status": status, f"{prefix}-representative-claim": window}
+    abbreviation = WINDOW_ABBREVIATIONS.get(window, window)
+    if resets_at is not None:
+        headers[f"{prefix}-reset"] = str(int(resets_at))
+        headers[f"{prefix}-{abbreviation}-reset"] = str(int(resets_at))
+    if utilization is not None:
+        headers[f"{prefix}-{abbreviation}-utilization"] = str(utilization)
+    if surpassed_threshold is not None:
+        headers[f"{prefix}-{abbreviation}-surpassed-threshold"] = str(surpassed_threshold)
+    for other, (used, reset) in (others or {}).items():
+        short = WINDOW_ABBREVIATIONS.get(other, other)
+        headers[f"{prefix}-{short}-utilization"] = str(used)
+        headers[f"{prefix}-{short}-reset"] = str(int(reset))
+    return headers
 
 
 def _block_start(index: int, block: dict[str, Any]) -> dict[str, Any]:

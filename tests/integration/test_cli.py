@@ -322,8 +322,10 @@ def test_summary_json_follows_the_schema(runner: Runner) -> None:
     summary = result.summary
     assert summary is not None
     assert set(summary) == {
-        "enforcement_mode", "exit_code", "instances", "budgets", "totals", "run_id", "ledger"
+        "enforcement_mode", "exit_code", "instances", "budgets", "totals", "run_id", "ledger",
+        "rate_limits",
     }  # fmt: skip
+    assert summary["rate_limits"]["windows"] == {}  # no CLI reported a window
     assert isinstance(summary["run_id"], str) and isinstance(summary["ledger"], str)
     assert summary["enforcement_mode"] == "warn"
     assert summary["exit_code"] == 1
@@ -410,3 +412,5 @@ def test_demo_runs_end_to_end_headless(tmp_path: Path) -> None:
         if inst["status"] == "succeeded":
             assert inst["final"] is True and inst["cost_is_estimate"] is False
     assert {b["key"]: b["level"] for b in summary["budgets"]}["/refactor"] == "exceeded"
+    assert summary["rate_limits"]["windows"]["five_hour"]["status"] == "allowed_warning"
+    assert "RATE   5h window 83%, resets" in proc.stdout

@@ -860,6 +860,8 @@ def test_lines_seen_counts_every_line() -> None:
         b'  {"type":"assistant"}',
         b'{"type": "user", "message": {}}',  # another spacing: must be parsed to be sure
         b'{"is_error":false,"type":"result"}',
+        # No usage, but read whole: subscription windows (budget_core.ratelimit).
+        b'{"type":"rate_limit_event","rate_limit_info":{"status":"allowed"}}',
     ],
 )
 def test_lines_that_may_carry_usage_are_kept(line: bytes) -> None:
@@ -873,7 +875,6 @@ def test_lines_that_may_carry_usage_are_kept(line: bytes) -> None:
         b'{"type":"stream_event","event":{"type":"content_block_start","index":0}}',
         b'{"type":"stream_event","event":{"type":"message_stop"},"session_id":"s"}',
         b'{"type":"user","message":{"role":"user","content":"' + b"y" * 1000 + b'"}}',
-        b'{"type":"rate_limit_event","rate_limit_info":{}}',
         b"[debug] banner",
         b"",
     ],
