@@ -42,10 +42,88 @@ class ResultFigures:
     total_cost_usd: float | None
 
 
-def read_result(data: dict[str, Any]) -> ResultFigures:
+@dataclass(frozen=True, slots=True)
+class SessionBefore:
+    """What a resumed session had spent before this process, by the CLI's own figures.
+
+    Claude Code 2.1.332 reports ``modelUsage`` and ``total_cost_usd`` for the whole session
+    on a process started with ``--resume`` (2.1.197, 2.0.0 and 1.0.108 report this process
+    only: checked with each against the fake Messages API). Its result lines also carry
+    ``model_usage_since_last_result``, which at a process's first result covers this process
+    alone; the difference is the session's earlier spend, taken off every result after."""
+
+    models: dict[str, tuple[TokenUsage, float]]  # model -> (tokens, costUSD) before
+    cost_usd: float
+
+
+# The session's earlier spend is not known: its last process ended without a result line, so
+# "since the last result" spans it too (only the calls its transcript kept: checked with
+# 2.1.332). Then only ``usage`` (this process's main loop) and the stream are this process's.
+UNKNOWN_BEFORE = SessionBefore({}, -1.0)
+
+
+def session_before(data: dict[str, Any], earlier_settled: bool = True) -> SessionBefore | None:
+    """From a process's first result line: the session's spend before it, or None (a new
+    session, or a CLI that reports its figures per process). ``earlier_settled``: the
+    session's previous process ended with a result line."""
+    since = _model_figures(data.get("model_usage_since_last_result"))
+    whole = _model_figures(data.get("modelUsage"))
+    if since is None or whole is None:
+        return None
+    now = _by_model(whole)
+    added = _by_model(since)
+    if now == added and earlier_settled:
+        return None  # nothing before this process
+    if not earlier_settled:
+        return UNKNOWN_BEFORE
+    models = {}
+    for model, (usage, cost) in now.items():
+        new_usage, new_cost = added.get(model, (ZERO, 0.0))
+        models[model] = (_minus(usage, new_usage), max(cost - new_cost, 0.0))
+    total = usd(data.get("total_cost_usd"))
+    whole_cost = total if total is not None else sum(c for _, c in now.values())
+    cost_before = max(whole_cost - sum(c for _, c in added.values()), 0.0)
+    return SessionBefore(models, cost_before)
+
+
+def _by_model(figures: tuple[ModelFigures, ...]) -> dict[str, tuple[TokenUsage, float]]:
+    out: dict[str, tuple[TokenUsage, float]] = {}
+    for m in figures:
+        usage, cost = out.get(m.model, (ZERO, 0.0))
+        out[m.model] = (usage + m.usage, cost + (m.cost_usd or 0.0))
+    return out
+
+
+def _minus(a: TokenUsage, b: TokenUsage) -> TokenUsage:
+    return TokenUsage(
+        max(a.input - b.input, 0),
+        max(a.output - b.output, 0),
+        max(a.cache_creation - b.cache_creation, 0),
+        max(a.cache_read - b.cache_read, 0),
+    )
+
+
+def _without(models: tuple[ModelFigures, ...], before: SessionBefore) -> tuple[ModelFigures, ...]:
+    out = []
+    for m in models:
+        usage, cost = before.models.get(m.model, (ZERO, 0.0))
+        own = None if m.cost_usd is None else max(m.cost_usd - cost, 0.0)
+        # One entry per model is the CLI's form: what is taken off one is not taken again.
+        before.models.pop(m.model, None)
+        out.append(ModelFigures(m.model, _minus(m.usage, usage), m.cache_write_1h, own))
+    return tuple(out)
+
+
+def read_result(data: dict[str, Any], before: SessionBefore | None = None) -> ResultFigures:
     """Tokens are the sum of ``modelUsage`` over models (the whole run, subagents included),
-    else ``usage`` (the main loop only) when ``modelUsage`` is missing or all zero."""
+    else ``usage`` (the main loop only) when ``modelUsage`` is missing or all zero. With
+    ``before`` (a resumed session's earlier spend), only what this process added."""
+    if before is UNKNOWN_BEFORE:
+        plain = data.get("usage")
+        return ResultFigures(api_usage(plain)[0] if isinstance(plain, dict) else None, (), None)
     models = _model_figures(data.get("modelUsage"))
+    if before is not None and models is not None:
+        models = _without(models, SessionBefore(dict(before.models), before.cost_usd))
     models_total = sum((m.usage for m in models or ()), ZERO)
     plain = data.get("usage")
     if models_total:
@@ -56,7 +134,10 @@ def read_result(data: dict[str, Any]) -> ResultFigures:
         figures = (ZERO, models)
     else:
         figures = (None, ())
-    return ResultFigures(*figures, total_cost_usd=usd(data.get("total_cost_usd")))
+    total_cost = usd(data.get("total_cost_usd"))
+    if before is not None and total_cost is not None:
+        total_cost = max(total_cost - before.cost_usd, 0.0)
+    return ResultFigures(*figures, total_cost_usd=total_cost)
 
 
 def _model_figures(raw: object) -> tuple[ModelFigures, ...] | None:

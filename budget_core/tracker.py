@@ -17,7 +17,14 @@ from typing import Any
 
 from budget_core.pricing import ModelPrices, PriceTable, default_price_table
 from budget_core.ratelimit import RateLimitEvent, parse_rate_limit_event
-from budget_core.result import ResultFigures, UsageDiscrepancy, larger, read_result
+from budget_core.result import (
+    ResultFigures,
+    SessionBefore,
+    UsageDiscrepancy,
+    larger,
+    read_result,
+    session_before,
+)
 from budget_core.stream_values import api_usage, count
 from budget_core.usage import ZERO, TokenUsage
 
@@ -106,9 +113,17 @@ class UsageTracker:
     the live count covers the turn. ``begun_message_ids`` and ``queued_turn_count`` are not
     needed for that: a call begun before a result and finished after it was counted live at
     its ``message_start`` and grows by its own ``message_delta``.
+
+    A process continuing a session (``resumed``) counts only what it added: 2.1.332 reports
+    the whole session's ``modelUsage`` and ``total_cost_usd`` there, and the session's earlier
+    spend (``result.session_before``) is taken off every result line of the process.
     """
 
-    def __init__(self, prices: PriceTable | None = None) -> None:
+    def __init__(
+        self, prices: PriceTable | None = None, resumed: bool = False, settled: bool = True
+    ) -> None:
+        self.resumed = resumed  # the process continues a session (--resume)
+        self._earlier_settled = settled  # ... whose last process printed a result line
         self._prices = prices if prices is not None else default_price_table()
         self._price_of: dict[str | None, tuple[ModelPrices, bool]] = {}
         self._calls: dict[_CallKey, _Call] = {}
@@ -117,6 +132,7 @@ class UsageTracker:
         self._live = ZERO
         self._live_cost = 0.0
         self._settled: _Settled | None = None
+        self._before: SessionBefore | None = None  # a resumed session's earlier spend
         self._cli_cost: float | None = None
         self._discrepancy: UsageDiscrepancy | None = None
         self._is_error = False
@@ -308,7 +324,9 @@ class UsageTracker:
             subtype is not None and subtype != "success"
         )
         self.error_text = _error_text(data, subtype) if self._is_error else None
-        figures = read_result(data)
+        if self.resumed and self._settled is None:  # the first result of a resumed process
+            self._before = session_before(data, self._earlier_settled)
+        figures = read_result(data, self._before)
         counted, counted_cost = self.usage, self.cost_usd
         reported = figures.usage if figures.usage is not None else counted
         cost, from_cli = self._result_cost(figures, counted, counted_cost)

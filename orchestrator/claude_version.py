@@ -1,10 +1,12 @@
 """The Claude Code CLI's version, asked once per run, and what the run does about it.
 
-``<claude> --version`` prints e.g. ``2.1.197 (Claude Code)``. Only one thing depends on it
-today: ``--include-partial-messages`` exists from 1.0.109 on (1.0.108 and older refuse it as
+``<claude> --version`` prints e.g. ``2.1.197 (Claude Code)``. Two things depend on it:
+``--include-partial-messages`` exists from 1.0.109 on (1.0.108 and older refuse it as
 an unknown option), so an older CLI runs without it and counting falls back to the
-assistant lines. A version that cannot be read (a wrapper script, a hang, garbage) never
-blocks a run: the run goes on as for a current CLI, with a warning.
+assistant lines; ``--max-budget-usd`` from 2.0.30 on (cooperative limits, see
+``orchestrator.cooperative``), so an older CLI is never given it. A version that cannot be
+read (a wrapper script, a hang, garbage) never blocks a run: the run goes on as for a current
+CLI, with a warning.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ from dataclasses import dataclass
 from orchestrator.descendants import INSTANCE_ENV, kill_all, strays
 
 PARTIAL_MESSAGES_SINCE = (1, 0, 109)
+# --max-budget-usd (orchestrator.cooperative): 2.0.29 refuses it as an unknown option, 2.0.30
+# takes it (checked with both against the fake Messages API; its notes said 2.0.28).
+MAX_BUDGET_USD_SINCE = (2, 0, 30)
 # `claude --version` of the 1.0.x and 2.0.x npm CLIs (Node, a 9 MB bundle) took up to 4 s on a
 # loaded 2-core machine: too short a limit would take a real, old CLI for a current one.
 TIMEOUT_S = 10.0
@@ -53,6 +58,11 @@ class VersionCheck:
     def partial_messages(self) -> bool:
         """Whether to pass ``--include-partial-messages`` (yes, unless known to be too old)."""
         return self.version is None or self.version >= PARTIAL_MESSAGES_SINCE
+
+    @property
+    def max_budget_usd(self) -> bool:
+        """Whether the CLI takes ``--max-budget-usd`` (yes, unless known to be too old)."""
+        return self.version is None or self.version >= MAX_BUDGET_USD_SINCE
 
     def warning(self, executable: str) -> str | None:
         """One line for the user, or None when there is nothing to say."""

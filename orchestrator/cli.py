@@ -14,7 +14,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from budget_core import (
     OVERALL,
@@ -43,6 +43,7 @@ from orchestrator.config import (
     instance_argv,
     load_config_file,
 )
+from orchestrator.cooperative import max_budget_args
 from orchestrator.descendants import become_subreaper
 from orchestrator.failure import failure_report, stop_after_failure
 from orchestrator.integration_options import add_arguments, options_from_args
@@ -58,10 +59,14 @@ from orchestrator.output_file import output_problem
 from orchestrator.palette import Palette, use_colour
 from orchestrator.ratelimits import OnRateLimit
 from orchestrator.report import HeadlessReporter, summary_report
+from orchestrator.resume_hint import resume_hint
 from orchestrator.run import Orchestrator, budget_manager_for
 from orchestrator.summary import summary_dict, write_summary_json
 from orchestrator.threaded import ThreadedRun
 from orchestrator.workspace import workspace_problem
+
+if TYPE_CHECKING:
+    from orchestrator.resume_cmd import ResumePlan
 
 log = logging.getLogger("orchestrator")
 
@@ -84,6 +89,7 @@ budgets:
   A limit may carry a window, counted over every run on the ledger (--ledger):
   /review=2M/day, 5/week, 10M/month, 50/5h, 90m, 7d (calendar windows in local time).
   'orchestrator usage --help': what the ledger holds, by day, command, model, run, label.
+  'orchestrator resume --help': continue a recorded run's work a budget stopped or blocked.
   Levels: ok < 70% <= warning < 90% <= critical < 100% <= exceeded.
   warn mode logs each level crossed and goes on; block mode does not launch an instance
   whose budget is exceeded and stops (SIGTERM, then SIGKILL) running instances charged
@@ -332,6 +338,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="a label recorded with the run in the ledger, repeatable, e.g. --label team=infra"
         " (default: none; git_branch and project are added by themselves)",
     )
+    p.add_argument(
+        "--no-cooperative-limits",
+        action="store_true",
+        help="do not hand a USD budget's remainder to the CLI as --max-budget-usd (default: in "
+        "block mode, a CLI that takes it, 2.0.30 or later, is given it and stops itself)",
+    )
     add_arguments(p)  # alerts, GitHub Actions, metrics
     p.add_argument("--version", action="version", version=f"orchestrator {__version__}")
     return p
@@ -494,8 +506,11 @@ def dry_run_text(run: RunConfig, manager: BudgetManager) -> str:
         f"dry run: {len(run.instances)} instance(s), at most {run.max_concurrent} at once, "
         f"enforcement {manager.mode.upper()}; nothing is launched"
     ]
+    cooperative = run.cooperative_limits and manager.mode == "block"
     for spec in run.instances:
-        lines.append(f"  {spec.name} [{spec.budget_key}]: {shlex.join(instance_argv(run, spec))}")
+        limit = max_budget_args(manager.snapshot(), spec.budget_key) if cooperative else ()
+        argv = instance_argv(run, spec, limit)
+        lines.append(f"  {spec.name} [{spec.budget_key}]: {shlex.join(argv)}")
     budgets = manager.snapshot().budgets
     lines.append("budgets:" if budgets else "budgets: none")
     for b in budgets:
@@ -557,6 +572,7 @@ def tui_refusal() -> str | None:
 def _run_tui(orchestrator: Orchestrator) -> int:
     from tui.app import build_app  # only here: headless runs never import textual
 
+    orchestrator.hold_when_paused = True  # paused by a budget: wait for + and r, or q
     run = ThreadedRun(orchestrator)  # reading never holds up the monitor's keys
     app = build_app(run, run=run.run)
     terminal_fds = [fd for fd in (0, 1, 2) if os.isatty(fd)]
@@ -631,12 +647,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         from orchestrator.usage_cmd import main as usage_main
 
         return usage_main(argv[1:])
+    if argv[:1] == ["resume"]:
+        from orchestrator.resume_cmd import main as resume_main
+
+        return resume_main(argv[1:])
     if argv[:1] == ["run"]:  # the explicit spelling, for a prompt named like a subcommand
         argv = argv[1:]
     try:
         args = build_parser().parse_args(argv)
+    except ConfigError as exc:
+        say(f"orchestrator: error: {exc}", sys.stderr)
+        return 2
+    return run_command(args, argv)
+
+
+def run_command(args: argparse.Namespace, argv: list[str], plan: ResumePlan | None = None) -> int:
+    """The run of parsed ``args`` (``argv`` is recorded in the ledger); ``plan``: what
+    ``orchestrator resume`` changes (instances continued, earlier spend, resumed_from)."""
+    try:
         run = build_run(args)
+        if plan is not None:
+            run = plan.apply(run)
         manager = _budget_manager(run)
+        if plan is not None:
+            plan.seed(manager)
         prices = load_prices()
         if args.summary_json is not None and (
             problem := output_problem(args.summary_json, run_inputs(args, run))
@@ -651,22 +685,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     become_subreaper()
     if not args.demo and shutil.which(run.claude_cmd[0]):
         try:
-            run = _adapt_to_claude_version(run)
+            run = _adapt_to_claude_version(run, not args.no_cooperative_limits)
         except Interrupted as exc:
             return 128 + exc.signum
     if args.dry_run:
         say(dry_run_text(run, manager))
         return 0
     try:
-        ledger = open_run_ledger(args, argv, run, manager)
+        ledger = open_run_ledger(args, argv, run, manager, plan)
     except ConfigError as exc:
         say(f"orchestrator: error: {exc}", sys.stderr)
         return 2
     orchestrator = Orchestrator(run, budgets=manager, prices=prices, ledger=ledger)
+    if plan is not None:
+        orchestrator.resume_prompt = plan.resume_prompt
     output = Output(sys.stdout, on_gone=lambda: _output_gone(orchestrator))
     _setup_logging(output, args.quiet)
     palette = Palette(use_colour(sys.stdout, args.no_color))
-    for key in unused_budget_keys(run):
+    for key in unused_budget_keys(run) if plan is None else ():  # resumed: a subset ran
         log.warning(f"WARNING budget {key} applies to no instance (no instance's key is {key})")
     refusal = tui_refusal() if args.tui else None
     if refusal:
@@ -704,12 +740,17 @@ def _output_gone(orchestrator: Orchestrator) -> None:
         orchestrator.interrupt(signal.SIGPIPE)
 
 
-def _adapt_to_claude_version(run: RunConfig) -> RunConfig:
-    """Ask the CLI its version once; one older than 1.0.109 runs without partial messages."""
+def _adapt_to_claude_version(run: RunConfig, cooperative: bool = True) -> RunConfig:
+    """Ask the CLI its version once; one older than 1.0.109 runs without partial messages,
+    one older than 2.0.30 without cooperative limits (--max-budget-usd)."""
     check = check_version(run.claude_cmd)
     if warning := check.warning(run.claude_cmd[-1]):
         say(f"orchestrator: warning: {warning}", sys.stderr)
-    return dataclasses.replace(run, partial_messages=check.partial_messages)
+    return dataclasses.replace(
+        run,
+        partial_messages=check.partial_messages,
+        cooperative_limits=cooperative and check.max_budget_usd,
+    )
 
 
 def _budget_manager(run: RunConfig) -> BudgetManager:
@@ -757,6 +798,8 @@ def _finish(
     # Once the summary JSON is written, the exit status is decided: a reader that goes away
     # now (the run is over) changes neither.
     say(summary_report(snapshot, code, palette, meaning))
+    if hint := resume_hint(snapshot, orchestrator.ledger):
+        say(hint)
     return code
 
 

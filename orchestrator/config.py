@@ -71,6 +71,11 @@ class InstanceSpec:
     model: str | None = None
     max_tokens: int | None = None  # the earlier tool's max_tokens_per_command
     claude_args: tuple[str, ...] = ()
+    # Continuing a session (``orchestrator resume``, ``r`` in the monitor): ``--resume ID``
+    # with ``resume_prompt`` instead of ``prompt`` (which stays the instance's command).
+    resume_session_id: str | None = None
+    resume_prompt: str | None = None
+    resume_settled: bool = True  # the session's last process printed a result line
 
 
 @dataclass(frozen=True, slots=True)
@@ -426,10 +431,13 @@ class RunConfig:
     timeout_s: float | None = None
     stop_grace_s: float = 3.0  # SIGTERM, then SIGKILL this much later
     partial_messages: bool = True  # --include-partial-messages (off for CLIs before 1.0.109)
+    # Hand a USD budget's remainder to the CLI (--max-budget-usd) in block mode: the CLI
+    # supports it and --no-cooperative-limits was not given (see orchestrator.cooperative).
+    cooperative_limits: bool = False
     on_rate_limit: OnRateLimit = OnRateLimit.CONTINUE  # --on-rate-limit
 
 
-def instance_argv(run: RunConfig, spec: InstanceSpec) -> list[str]:
+def instance_argv(run: RunConfig, spec: InstanceSpec, max_budget: Sequence[str] = ()) -> list[str]:
     """``claude -p --output-format stream-json --verbose --include-partial-messages ... -- PROMPT``
 
     The prompt comes last, after ``--``: a prompt starting with ``-`` ("--help", "-x ...")
@@ -443,8 +451,11 @@ def instance_argv(run: RunConfig, spec: InstanceSpec) -> list[str]:
         argv += ["--permission-mode", spec.permission_mode]
     if spec.allowed_tools:
         argv += ["--allowedTools", *spec.allowed_tools]
-    if spec.session_id:
+    if spec.resume_session_id:
+        argv += ["--resume", spec.resume_session_id]
+    elif spec.session_id:
         argv += ["--session-id", spec.session_id]
     if spec.model:
         argv += ["--model", spec.model]
-    return [*argv, *spec.claude_args, *run.extra_args, "--", spec.prompt]
+    prompt = spec.resume_prompt if spec.resume_session_id and spec.resume_prompt else spec.prompt
+    return [*argv, *spec.claude_args, *run.extra_args, *max_budget, "--", prompt]

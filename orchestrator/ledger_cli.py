@@ -4,6 +4,7 @@ seed the windowed budgets, close it after the run."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import shutil
@@ -11,6 +12,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from budget_core import OVERALL, BudgetManager, Unit, format_tokens, format_usd
 from budget_core.budgets import BudgetState
@@ -26,6 +28,9 @@ from orchestrator.ledger.journal import journal_folder, replay_orphans
 from orchestrator.ledger.session import RunLedger, WindowedBudget, new_run_id, run_record
 from orchestrator.ledger.urls import redact_arg
 from orchestrator.run import Orchestrator
+
+if TYPE_CHECKING:
+    from orchestrator.resume_cmd import ResumePlan
 
 log = logging.getLogger("orchestrator")
 LEDGER_HELP = (
@@ -59,7 +64,11 @@ def parse_labels(texts: Sequence[str]) -> dict[str, str]:
 
 
 def open_run_ledger(
-    args: argparse.Namespace, argv: Sequence[str], run: RunConfig, manager: BudgetManager
+    args: argparse.Namespace,
+    argv: Sequence[str],
+    run: RunConfig,
+    manager: BudgetManager,
+    plan: ResumePlan | None = None,
 ) -> RunLedger | None:
     """The run's ledger, with each windowed budget seeded from it; None without one.
 
@@ -79,6 +88,8 @@ def open_run_ledger(
         if ledger is not None:
             words = ["orchestrator", *(redact_arg(a) for a in argv)]  # no password recorded
             record = run_record(new_run_id(now), now, words, manager.mode, labels)
+            if plan is not None:  # recorded as: orchestrator resume RUN_ID [flags]
+                record = dataclasses.replace(record, resumed_from=plan.run_id)
             budgets = [
                 WindowedBudget(None if b.key == OVERALL else b.key, b.unit, b.window)
                 for b in windowed
@@ -94,6 +105,8 @@ def open_run_ledger(
                 raise
             for b, spend in zip(budgets, spends, strict=True):
                 manager.set_outside(b.key or OVERALL, b.unit, spend.others - spend.own_before)
+            if plan is not None:
+                session.used_before.update(plan.used_before)
         # Where "none" came from: the flag, or the environment (the user may not know it is set).
         named = "--ledger none" if args.ledger is not None else f"{LEDGER_ENV}=none"
         reason = named if ledger is None else None

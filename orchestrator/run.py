@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import secrets
 import signal
@@ -40,12 +41,14 @@ from budget_core import (
 )
 from budget_core.budgets import BudgetState
 from orchestrator.config import InstanceSpec, RunConfig, instance_argv
+from orchestrator.cooperative import max_budget_args
 from orchestrator.descendants import INSTANCE_ENV, kill_all, strays
 from orchestrator.ledger.base import InstanceRecord, WindowSpend
 from orchestrator.ledger.session import RunLedger
 from orchestrator.process import ChildProcess, ProcessExit, SpawnAbandoned, Spawner
 from orchestrator.ratelimits import HoldState, RateLimitBoard, RateNote
 from orchestrator.state import (
+    RESUMABLE,
     BurnView,
     InstanceStatus,
     InstanceView,
@@ -60,6 +63,10 @@ from orchestrator.state import (
 T = TypeVar("T")
 BURN_SAMPLE_INTERVAL_S = 1.0
 RECORD_INTERVAL_S = 0.025  # this run's counts reach the ledger within ~100 ms
+DEFAULT_RESUME_PROMPT = "Continue where you left off."
+# A CLI given --max-budget-usd that has reached it finishes its call and stops itself; the
+# orchestrator's own stop follows only if it has not after this long (the backstop).
+COOPERATIVE_GRACE_S = 15.0
 _STATE_CHANGED = StateChanged()
 S = InstanceStatus
 
@@ -112,6 +119,20 @@ class _Instance:
     handed_over: tuple[TokenUsage, float, bool] | None = None  # to the ledger, last time
     rate_limit_events: int = 0  # of its tracker's, already handed to the board
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
+    # Earlier processes of this instance in this run (resumed with ``r``): their counts.
+    prior_usage: TokenUsage = field(default_factory=TokenUsage)
+    prior_cost: float = 0.0
+    launches: int = 0
+    max_budget: float | None = None  # the --max-budget-usd its process was given
+
+    @property
+    def usage(self) -> TokenUsage:
+        prior = self.prior_usage
+        return prior + self.tracker.usage if prior else self.tracker.usage
+
+    @property
+    def cost(self) -> float:
+        return self.prior_cost + self.tracker.cost_usd
 
     @property
     def name(self) -> str:
@@ -153,10 +174,23 @@ class Orchestrator:
         self._clock = clock
         self._spawner = Spawner()
         self._new_process = process_factory or partial(ChildProcess, self._spawner)
+        self._prices = prices
+        self.resume_prompt = DEFAULT_RESUME_PROMPT
+        # With a monitor: a run whose instances a budget blocked or stopped waits (paused)
+        # for a raised limit and ``r``, or for the user to quit, instead of ending.
+        self.hold_when_paused = False
+        self._wake = asyncio.Event()  # an instance was queued again (or the run stops)
+        self._launching = False  # the launcher still takes queued instances
         self.budgets = budgets if budgets is not None else budget_manager_for(config)
         run_token = f"{os.getpid()}-{secrets.token_hex(4)}"
         self._instances = [
-            _Instance(spec, f"{run_token}-{i}", UsageTracker(prices))
+            _Instance(
+                spec,
+                f"{run_token}-{i}",
+                UsageTracker(
+                    prices, resumed=spec.resume_session_id is not None, settled=spec.resume_settled
+                ),
+            )
             for i, spec in enumerate(config.instances)
         ]
         self._listeners: list[RunListener] = []
@@ -193,11 +227,66 @@ class Orchestrator:
         self.budgets.set_budget(key, tokens=tokens, usd=usd)
         self._burn.setdefault(key, BurnRate())
         self._enforce_all()
+        self._redecide_blocked()
+        self._emit(_STATE_CHANGED)
+
+    def resume_instance(self, name: str) -> str | None:
+        """Continue a blocked or stopped instance within the run: its session with
+        ``--resume`` (fresh if it never started); the launch is decided again as for any
+        instance (in block mode an exceeded budget blocks it again). Returns why it cannot
+        be resumed, or None."""
+        inst = next((i for i in self._instances if i.name == name), None)
+        if inst is None:
+            return f"no instance {name!r}"
+        if inst.status not in RESUMABLE:
+            return f"{name} is {inst.status}: only a blocked or stopped instance is resumed"
+        if not self._launching or self._stop_requested.is_set():
+            return "the run is over" if not self._launching else "the run is stopping"
+        self._queue_again(inst, "resumed")
+        return None
+
+    def _redecide_blocked(self) -> None:
+        """A limit changed: a blocked launch its budgets now allow is queued again."""
+        if not self._launching or self._stop_requested.is_set() or not self._enforcement_ok:
+            return
+        for inst in self._instances:
+            if inst.status is S.BLOCKED:
+                decision = self._guard(self.budgets.decide_launch, inst.key)
+                if decision is not None and decision.allowed:
+                    self._queue_again(inst, "its budget allows it now")
+
+    def _queue_again(self, inst: _Instance, why: str) -> None:
+        # The session to continue: the one its last process ran (a configured --session-id
+        # only once it was used), else the one it was to resume; none: start afresh.
+        spec = inst.spec
+        session = (
+            inst.tracker.session_id
+            or spec.resume_session_id
+            or (spec.session_id if inst.launches else None)
+        )
+        inst.prior_usage = inst.usage
+        inst.prior_cost += max(inst.tracker.cost_usd, inst.charged_cost)
+        settled = inst.tracker.is_final or inst.launches == 0
+        inst.tracker = UsageTracker(self._prices, resumed=session is not None, settled=settled)
+        if session is not None:
+            inst.spec = dataclasses.replace(
+                inst.spec, resume_session_id=session, resume_prompt=self.resume_prompt
+            )
+        inst.charged_cost = 0.0
+        inst.reported_discrepancy = None
+        inst.stop = inst.process = inst.spawning = None
+        inst.ended_at = inst.exit_code = inst.error = None
+        inst.timers = []
+        self._move(inst, S.RESUMING)
+        how = f"continuing session {session}" if session else "from the start"
+        self._notice(NoticeKind.LAUNCH, f"{inst.name}: queued again ({why}), {how}")
+        self._wake.set()
         self._emit(_STATE_CHANGED)
 
     def stop_all(self, reason: str = "stopped by request") -> None:
         """Cancel what has not started and stop what runs (SIGTERM, then SIGKILL)."""
         self._stop_requested.set()
+        self._wake.set()
         for inst in self._instances:
             self._cancel_or_stop(inst, reason)
         self._emit(_STATE_CHANGED)
@@ -223,8 +312,13 @@ class Orchestrator:
         live process group at once, so none outlives the orchestrator."""
         self._kill_live_groups()
         self._stop_requested.set()
+        self._wake.set()
         for inst in self._instances:
             self._cancel_or_stop(inst, reason, signal_now=False)
+
+    def tell(self, message: str) -> None:
+        """A line in the event log for something a subscriber asked that did not happen."""
+        self._notice(NoticeKind.ERROR, message, warning=True)
 
     def snapshot(self) -> RunSnapshot:
         now = self._ended_at if self._ended_at is not None else self._clock()
@@ -309,8 +403,45 @@ class Orchestrator:
 
     async def _launch_all(self) -> None:
         slots = asyncio.Semaphore(max(1, self.config.max_concurrent))
-        last = len(self._instances) - 1
-        for index, inst in enumerate(self._instances):
+        self._launching = True
+        try:
+            await self._launch_each(self._instances, slots)
+            while await self._queued_again():
+                queued = [i for i in self._instances if i.status is S.RESUMING]
+                await self._launch_each(queued, slots)
+        finally:
+            self._launching = False
+
+    async def _queued_again(self) -> bool:
+        """Wait until an instance is queued again (True), or until none can be: every
+        process has ended and the run does not hold, or the run stops (False)."""
+        told = False
+        while True:
+            if any(i.status is S.RESUMING for i in self._instances):
+                return True
+            live = [w for w in self._watchers if not w.done()]
+            holding = self.hold_when_paused and not self._stop_requested.is_set()
+            paused = [i.name for i in self._instances if i.status in RESUMABLE - {S.CANCELLED}]
+            if not live and not (holding and paused):
+                return False
+            if not live and not told:
+                told = True
+                self._notice(
+                    NoticeKind.BLOCK,
+                    f"paused: {len(paused)} instance(s) blocked or stopped by a budget; "
+                    "raise a limit (+) or resume one (r), or quit (q)",
+                    warning=True,
+                )
+            self._wake.clear()
+            wake = asyncio.ensure_future(self._wake.wait())
+            try:
+                await asyncio.wait([wake, *live], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                wake.cancel()
+
+    async def _launch_each(self, instances: Sequence[_Instance], slots: asyncio.Semaphore) -> None:
+        last = len(instances) - 1
+        for index, inst in enumerate(instances):
             await slots.acquire()
             await self._hold_for_rate_limit()
             await self._ledger_back()
@@ -339,7 +470,7 @@ class Orchestrator:
         self.stop_all(f"stopped: the run failed ({self.run_error})")
 
     def _may_launch(self, inst: _Instance) -> bool:
-        if inst.status is not S.PENDING:
+        if inst.status not in (S.PENDING, S.RESUMING):
             return False  # cancelled while waiting for a slot
         if self._stop_requested.is_set():
             self._move(inst, S.CANCELLED, "cancelled before launch")
@@ -376,6 +507,7 @@ class Orchestrator:
     async def _launch(self, inst: _Instance) -> None:
         """Start ``inst``: ``starting`` before the spawn, ``running`` once it has a pid."""
         self._move(inst, S.STARTING)
+        inst.launches += 1
         inst.started_at = self._clock()
         if self.config.timeout_s:
             reason = f"timed out after {self.config.timeout_s:g}s"
@@ -386,7 +518,7 @@ class Orchestrator:
             inst.timers.append(timeout)
         self._emit(_STATE_CHANGED)
         try:
-            argv = instance_argv(self.config, inst.spec)
+            argv = instance_argv(self.config, inst.spec, self._cooperative_limit(inst))
             process = inst.spawning = self._new_process()
             await process.start(
                 argv,
@@ -406,6 +538,16 @@ class Orchestrator:
             command = self.config.claude_cmd[0] if self.config.claude_cmd else "claude"
             self._end(inst, S.FAILED, f"cannot start {command}: {_spawn_error(exc)}")
             self._notice(NoticeKind.FAIL, f"{inst.name}: {inst.error}", warning=True)
+
+    def _cooperative_limit(self, inst: _Instance) -> tuple[str, ...]:
+        """``--max-budget-usd`` with what the instance's USD budgets leave, in block mode."""
+        inst.max_budget = None
+        if not self.config.cooperative_limits or self.budgets.mode != "block":
+            return ()
+        snapshot = self._guard(self.budgets.snapshot)
+        args = max_budget_args(snapshot, inst.key) if snapshot is not None else ()
+        inst.max_budget = float(args[1]) if args else None
+        return args
 
     def _on_spawned(self, inst: _Instance, process: Process) -> None:
         """The process exists (its output is not read yet): apply what was asked meanwhile."""
@@ -477,7 +619,7 @@ class Orchestrator:
         self._record(inst)
 
     def _cancel_or_stop(self, inst: _Instance, reason: str, signal_now: bool = True) -> None:
-        if inst.status is S.PENDING:
+        if inst.status in (S.PENDING, S.RESUMING):
             self._move(inst, S.CANCELLED, "cancelled before launch")
             self._notice(NoticeKind.STOP, f"{inst.name}: cancelled before launch")
         else:
@@ -571,9 +713,18 @@ class Orchestrator:
         exceeded = self._guard(self.budgets.exceeded_for, inst.key)
         if exceeded:
             budget = exceeded[0]
-            self._request_stop(
-                inst, S.STOPPED_BY_BUDGET, f"budget {budget.key} ({budget.unit}) exceeded"
+            # A CLI at its own --max-budget-usd ends itself after this call, with its final
+            # figures: it is given the time to (the stop follows if it does not).
+            cooperative = (
+                inst.max_budget is not None
+                and all(b.unit is Unit.USD for b in exceeded)
+                and inst.tracker.cost_usd >= inst.max_budget
             )
+            reason = f"budget {budget.key} ({budget.unit}) exceeded"
+            self._request_stop(inst, S.STOPPED_BY_BUDGET, reason, signal_now=not cooperative)
+            if cooperative and inst.process is not None:
+                loop = asyncio.get_running_loop()
+                inst.timers.append(loop.call_later(COOPERATIVE_GRACE_S, self._signal_stop, inst))
 
     def _enforce_all(self) -> None:
         for inst in self._instances:
@@ -593,7 +744,7 @@ class Orchestrator:
             return
         for inst in self._instances:
             tracker = inst.tracker
-            figures = (tracker.usage, tracker.cost_usd, tracker.cost_is_estimate)
+            figures = (inst.usage, inst.cost, tracker.cost_is_estimate)
             if figures == inst.handed_over:
                 continue  # nothing new: most instances, most of the time
             inst.handed_over = figures
@@ -601,8 +752,8 @@ class Orchestrator:
                 inst.name,
                 inst.key,
                 tracker.model,
-                tracker.usage,
-                tracker.cost_usd,
+                inst.usage,
+                inst.cost,
                 tracker.cost_is_estimate,
             )
 
@@ -684,7 +835,10 @@ class Orchestrator:
             started=inst.started_at + wall if inst.started_at is not None else None,
             ended=inst.ended_at + wall if inst.ended_at is not None else None,
             error=view.error,
-            session_id=inst.spec.session_id or inst.tracker.session_id,
+            # A configured --session-id names a session only once it was used.
+            session_id=inst.tracker.session_id
+            or inst.spec.resume_session_id
+            or (inst.spec.session_id if inst.launches else None),
         )
 
     def _on_budget_event(self, event: BudgetEvent) -> None:
@@ -778,10 +932,10 @@ class Orchestrator:
             command=inst.spec.prompt,
             budget_key=inst.key,
             status=inst.status,
-            usage=tracker.usage,
-            cost_usd=tracker.cost_usd,
+            usage=inst.usage,
+            cost_usd=inst.cost,
             # Nothing spent is nothing estimated (an instance blocked or not yet started).
-            cost_is_estimate=tracker.cost_is_estimate and bool(tracker.usage),
+            cost_is_estimate=tracker.cost_is_estimate and bool(inst.usage),
             final=tracker.is_final,
             elapsed_s=elapsed,
             pid=inst.process.pid if inst.process is not None else None,
@@ -790,6 +944,10 @@ class Orchestrator:
             unknown_models=tuple(sorted(tracker.unknown_models)),
             discrepancy=tracker.discrepancy.describe() if tracker.discrepancy else None,
             skipped_lines=tracker.skipped_lines,
+            stopped_by_cli=tracker.stopped_by_cli_budget,
+            resumed_session=inst.spec.resume_session_id,
+            launches=inst.launches,
+            max_budget_usd=inst.max_budget,
             model=tracker.model,
         )
 

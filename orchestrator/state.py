@@ -21,9 +21,14 @@ class InstanceStatus(StrEnum):
     ``starting`` is set before the process is spawned, so a stop asked for while it starts
     is never lost: the instance goes to ``stopping`` and is signalled the moment it has a
     process. Every change goes through ``InstanceStatus.can_become`` (``TRANSITIONS``).
+
+    ``resuming``: a blocked or stopped instance the user asked to continue within the run
+    (``r`` in the monitor, or a raised limit re-deciding a blocked launch); it waits for its
+    launch like ``pending`` and is decided again: it starts, or is blocked again.
     """
 
     PENDING = "pending"
+    RESUMING = "resuming"
     STARTING = "starting"
     RUNNING = "running"
     STOPPING = "stopping"
@@ -49,7 +54,9 @@ class InstanceStatus(StrEnum):
 
 _S = InstanceStatus
 _ACTIVE = frozenset({_S.STARTING, _S.RUNNING, _S.STOPPING})
-_NOT_DONE = _ACTIVE | {_S.PENDING}
+_NOT_DONE = _ACTIVE | {_S.PENDING, _S.RESUMING}
+# Ends from which an instance may be continued within the run (``resuming``).
+RESUMABLE = frozenset({_S.BLOCKED, _S.STOPPED_BY_BUDGET, _S.CANCELLED})
 # A stop's outcome: the end an instance reaches from ``stopping``.
 STOP_OUTCOMES = frozenset({_S.STOPPED_BY_BUDGET, _S.TIMED_OUT, _S.CANCELLED})
 TRANSITIONS: dict[InstanceStatus, frozenset[InstanceStatus]] = {
@@ -59,7 +66,9 @@ TRANSITIONS: dict[InstanceStatus, frozenset[InstanceStatus]] = {
     # The CLI can stop itself at its own --max-budget-usd: running -> stopped_by_budget.
     _S.RUNNING: frozenset({_S.STOPPING, _S.SUCCEEDED, _S.FAILED, _S.STOPPED_BY_BUDGET}),
     _S.STOPPING: STOP_OUTCOMES | {_S.FAILED},
-    **{end: frozenset() for end in _S if end not in _NOT_DONE},
+    _S.RESUMING: frozenset({_S.STARTING, _S.BLOCKED, _S.CANCELLED}),
+    **{end: frozenset() for end in _S if end not in _NOT_DONE | RESUMABLE},
+    **{end: frozenset({_S.RESUMING}) for end in RESUMABLE},
 }
 
 
@@ -83,6 +92,11 @@ class InstanceView:
     # The CLI's result reported less than the stream showed; the larger figures were kept.
     discrepancy: str | None = None
     skipped_lines: int = 0  # stdout lines that were not stream-json (so counted nothing)
+    # The CLI ended itself at the --max-budget-usd it was given (a cooperative limit).
+    stopped_by_cli: bool = False
+    resumed_session: str | None = None  # the session it continues (--resume), if any
+    launches: int = 0  # processes started for it so far (more than 1: resumed in the run)
+    max_budget_usd: float | None = None  # the --max-budget-usd its latest process was given
     model: str | None = None  # the model its stream named first (metrics label it so)
 
 
@@ -179,3 +193,11 @@ class RunControl(Protocol):
     def stop_all(self, reason: str = ...) -> None: ...
 
     def stop_instance(self, name: str) -> None: ...
+
+    def resume_instance(self, name: str) -> str | None:
+        """Continue a blocked or stopped instance within the run; why not, or None."""
+        ...
+
+    def set_limit(self, key: str, tokens: int | None = None, usd: float | None = None) -> None:
+        """Raise or lower a budget's limit now (``ValueError`` for a bad one)."""
+        ...

@@ -38,6 +38,12 @@ def summary_dict(
             "error": i.error,
             "discrepancy": i.discrepancy,
             "skipped_lines": i.skipped_lines,
+            # Resume and cooperative limits: the CLI stopped itself at the --max-budget-usd
+            # it was given; the session it continued; processes started for it in this run.
+            "stopped_by_cli": i.stopped_by_cli,
+            "max_budget_usd": i.max_budget_usd,
+            "resumed_session": i.resumed_session,
+            "launches": i.launches,
         }
         for i in snapshot.instances
     ]

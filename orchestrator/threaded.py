@@ -21,7 +21,14 @@ from collections.abc import Callable
 from budget_core import Mode
 from orchestrator.failure import stop_after_failure
 from orchestrator.run import Orchestrator
-from orchestrator.state import Notice, RunEvent, RunListener, RunSnapshot, StateChanged
+from orchestrator.state import (
+    RESUMABLE,
+    Notice,
+    RunEvent,
+    RunListener,
+    RunSnapshot,
+    StateChanged,
+)
 
 PUBLISH_INTERVAL_S = 0.05
 _STATE_CHANGED = StateChanged()
@@ -62,6 +69,27 @@ class ThreadedRun:
 
     def interrupt(self, signum: int) -> None:
         self._call(self.orchestrator.interrupt, signum)
+
+    def resume_instance(self, name: str) -> str | None:
+        """Checked against the latest snapshot here; the run decides again on its thread
+        (and says so in a notice) when the instance has changed meanwhile."""
+        view = next((i for i in self._latest.instances if i.name == name), None)
+        if view is None:
+            return f"no instance {name!r}"
+        if view.status not in RESUMABLE:
+            return f"{name} is {view.status}: only a blocked or stopped instance is resumed"
+        if self.finished.is_set() or self._latest.finished:
+            return "the run is over"
+        self._call(self._resume_there, name)
+        return None
+
+    def _resume_there(self, name: str) -> None:
+        problem = self.orchestrator.resume_instance(name)
+        if problem is not None:
+            self.orchestrator.tell(f"{name}: not resumed: {problem}")
+
+    def set_limit(self, key: str, tokens: int | None = None, usd: float | None = None) -> None:
+        self._call(self.orchestrator.set_limit, key, tokens, usd)
 
     async def run(self) -> int:
         """Await the whole run from the monitor's loop; it happens on a thread of its own.

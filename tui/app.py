@@ -19,11 +19,14 @@ from textual.css.query import NoMatches
 from textual.reactive import reactive
 from textual.widgets import Footer
 
+from budget_core import Unit
+from budget_core.budgets import BudgetState
 from orchestrator.state import Notice, RunControl, RunEvent, RunSnapshot
-from tui.budgets import BudgetPanel
+from tui.budgets import BudgetPanel, BudgetRow
 from tui.eventlog import EventLog
 from tui.header import EnforcementBanner, Phase, StatusLine
 from tui.instances import InstanceTable
+from tui.limit_dialog import LimitDialog, NewLimit, budget_for
 from tui.messages import NoticeReceived, RunFinished
 from tui.ratelimit_line import RateLimitLine
 from tui.screens import ConfirmQuit, HelpScreen
@@ -67,6 +70,21 @@ class MonitorApp(App[int]):
             "Stop",
             id="monitor.stop-instance",
             tooltip="stop the instance selected in the table",
+        ),
+        Binding(
+            "r",
+            "resume_selected",
+            "Resume",
+            id="monitor.resume-instance",
+            tooltip="resume the selected blocked or stopped instance (its session continues)",
+        ),
+        Binding(
+            "plus",
+            "raise_limit",
+            "Limit",
+            id="monitor.set-limit",
+            tooltip="raise or lower a budget's limit: the focused budget row (tab), else the "
+            "selected instance's",
         ),
         Binding(
             "question_mark",
@@ -219,6 +237,43 @@ class MonitorApp(App[int]):
         self.control.stop_instance(view.name)
         self.sync()
 
+    def action_resume_selected(self) -> None:
+        name = self.query_one(InstanceTable).selected_instance()
+        if name is None:
+            self.notify("no instance selected", severity="warning")
+            return
+        problem = self.control.resume_instance(name)
+        if problem is not None:
+            self.notify(problem, severity="warning")
+            return
+        self.notify(f"{name}: resuming")
+        self.sync()
+
+    def action_raise_limit(self) -> None:
+        snapshot = self.control.snapshot()
+        focused = self.focused
+        if isinstance(focused, BudgetRow):
+            budget = next((b for b in snapshot.budgets.budgets if _same(b, focused.budget)), None)
+        else:
+            name = self.query_one(InstanceTable).selected_instance()
+            view = next((i for i in snapshot.instances if i.name == name), None)
+            budget = budget_for(snapshot, view)
+        if budget is None:
+            self.notify("no budget to change", severity="warning")
+            return
+        self.push_screen(LimitDialog(budget), self._limit_given)
+
+    def _limit_given(self, answer: NewLimit | None) -> None:
+        if answer is None:
+            return
+        key, unit, limit = answer
+        if unit is Unit.TOKENS:
+            self.control.set_limit(key, tokens=int(limit))
+        else:
+            self.control.set_limit(key, usd=limit)
+        self.notify(f"budget {key} ({unit}): limit now {limit:,g}")
+        self.sync()
+
     def action_help(self) -> None:
         bindings = [b for b in self.BINDINGS if isinstance(b, Binding)]
         keys = [(self.get_key_display(b), b.tooltip or b.description) for b in bindings]
@@ -240,6 +295,10 @@ class MonitorApp(App[int]):
                 self.exit(None)
             else:
                 self._quit_requested = True  # the run is wrapping up; exit with its code
+            return
+        if all(i.status.is_done for i in snapshot.instances):
+            # Paused by a budget (nothing runs, nothing waits): nothing to confirm.
+            self._quit_answered(True)
             return
         self.push_screen(ConfirmQuit(len(snapshot.running)), self._quit_answered)
 
@@ -281,6 +340,10 @@ class MonitorApp(App[int]):
         self.sync()
         if self._run is None:
             self.exit(None)  # nothing to wait for: a bare control has no exit code to give
+
+
+def _same(a: BudgetState, b: BudgetState) -> bool:
+    return (a.key, a.unit, a.window) == (b.key, b.unit, b.window)
 
 
 def build_app(

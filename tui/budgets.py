@@ -76,8 +76,9 @@ class WindowBar(Widget):
         )
 
 
-class BudgetRow(Horizontal):
-    """A budget at one moment; its level is the CSS class (``-ok`` … ``-exceeded``)."""
+class BudgetRow(Horizontal, can_focus=True):
+    """A budget at one moment; its level is the CSS class (``-ok`` … ``-exceeded``).
+    Focusable (tab): ``+`` then changes this budget's limit."""
 
     budget: reactive[BudgetState] = reactive[BudgetState](
         BudgetState("", Unit.TOKENS, 1, 0, BudgetLevel.OK)

@@ -114,4 +114,13 @@ class Ledger(Protocol):
 
     def usage(self, since: float, until: float, by: str, now: float) -> list[UsageRow]: ...
 
+    # For ``orchestrator resume``: a run, its instances, and what its runs charged by key.
+    def find_run(self, run_id: str | None) -> RunRecord | None:
+        """The run of that id; with None, the run started last."""
+
+    def run_instances(self, run_id: str) -> list[InstanceRecord]: ...
+
+    def run_spend(self, run_ids: Sequence[str]) -> dict[str, tuple[TokenUsage, float]]:
+        """What those runs charged, by budget key: (tokens, cost)."""
+
     def close(self) -> None: ...

@@ -32,7 +32,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import psycopg
 from psycopg import sql
 
-from budget_core import Unit
+from budget_core import TokenUsage, Unit
 from budget_core.windows import calendar_buckets
 from orchestrator.ledger.base import (
     CRASHED_AFTER_S,
@@ -551,6 +551,73 @@ class PostgresLedger:
 
     def run_status(self, run_id: str, now: float) -> str | None:
         return self._guarded(lambda conn: self._run_statuses(conn, now).get(run_id))
+
+    def find_run(self, run_id: str | None) -> RunRecord | None:
+        columns = 'id, started, host, "user", cwd, argv, mode, labels, resumed_from'
+        values: tuple[str, ...]
+        if run_id is None:
+            query, values = f"SELECT {columns} FROM runs ORDER BY started DESC LIMIT 1", ()
+        else:
+            query, values = f"SELECT {columns} FROM runs WHERE id = %s", (run_id,)
+        row = self._guarded(lambda conn: conn.execute(query, values).fetchone())
+        if row is None:
+            return None
+        rid, started, host, user, cwd, argv, mode, labels, resumed_from = row
+        return RunRecord(
+            id=rid,
+            started=started,
+            host=host or "",
+            user=user or "",
+            cwd=cwd or "",
+            argv=tuple(json.loads(argv or "[]")),
+            mode=mode or "warn",
+            labels=json.loads(labels or "{}"),
+            resumed_from=resumed_from,
+        )
+
+    def run_instances(self, run_id: str) -> list[InstanceRecord]:
+        # No rowid here: launch order, then name (never-started instances last).
+        rows = self._guarded(
+            lambda conn: conn.execute(
+                "SELECT run_id, name, command, budget_key, status, input, output,"
+                " cache_creation, cache_read, cost_usd, final, cost_is_estimate, started,"
+                " ended, error, session_id FROM instances WHERE run_id = %s"
+                " ORDER BY started NULLS LAST, name",
+                (run_id,),
+            ).fetchall()
+        )
+        return [
+            InstanceRecord(
+                run_id=r[0],
+                name=r[1],
+                command=r[2] or "",
+                budget_key=r[3] or "",
+                status=r[4] or "",
+                usage=TokenUsage(r[5] or 0, r[6] or 0, r[7] or 0, r[8] or 0),
+                cost_usd=r[9] or 0.0,
+                final=bool(r[10]),
+                cost_is_estimate=bool(r[11]),
+                started=r[12],
+                ended=r[13],
+                error=r[14],
+                session_id=r[15],
+            )
+            for r in rows
+        ]
+
+    def run_spend(self, run_ids: Sequence[str]) -> dict[str, tuple[TokenUsage, float]]:
+        rows = self._guarded(
+            lambda conn: conn.execute(
+                "SELECT budget_key, SUM(input), SUM(output), SUM(cache_creation),"
+                " SUM(cache_read), SUM(cost_usd) FROM charges WHERE run_id = ANY(%s)"
+                " GROUP BY budget_key",
+                (list(run_ids),),
+            ).fetchall()
+        )
+        return {
+            r[0]: (TokenUsage(int(r[1]), int(r[2]), int(r[3]), int(r[4])), float(r[5]))
+            for r in rows
+        }
 
     # -- notifications ---------------------------------------------------------------------
 

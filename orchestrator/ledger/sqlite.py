@@ -411,6 +411,69 @@ class SqliteLedger:
     def run_status(self, run_id: str, now: float) -> str | None:
         return self._guarded(lambda: self._run_statuses(now).get(run_id))
 
+    def find_run(self, run_id: str | None) -> RunRecord | None:
+        columns = "id, started, host, user, cwd, argv, mode, labels, resumed_from"
+        values: tuple[str, ...] = ()
+        if run_id is None:
+            query = f"SELECT {columns} FROM runs ORDER BY started DESC LIMIT 1"
+        else:
+            query, values = f"SELECT {columns} FROM runs WHERE id = ?", (run_id,)
+        row = self._guarded(lambda: self._db.execute(query, values).fetchone())
+        if row is None:
+            return None
+        rid, started, host, user, cwd, argv, mode, labels, resumed_from = row
+        return RunRecord(
+            id=rid,
+            started=started,
+            host=host or "",
+            user=user or "",
+            cwd=cwd or "",
+            argv=tuple(json.loads(argv or "[]")),
+            mode=mode or "warn",
+            labels=json.loads(labels or "{}"),
+            resumed_from=resumed_from,
+        )
+
+    def run_instances(self, run_id: str) -> list[InstanceRecord]:
+        rows = self._guarded(
+            lambda: self._db.execute(
+                "SELECT run_id, name, command, budget_key, status, input, output,"
+                " cache_creation, cache_read, cost_usd, final, cost_is_estimate, started,"
+                " ended, error, session_id FROM instances WHERE run_id = ? ORDER BY rowid",
+                (run_id,),
+            ).fetchall()
+        )
+        return [
+            InstanceRecord(
+                run_id=r[0],
+                name=r[1],
+                command=r[2] or "",
+                budget_key=r[3] or "",
+                status=r[4] or "",
+                usage=TokenUsage(r[5] or 0, r[6] or 0, r[7] or 0, r[8] or 0),
+                cost_usd=r[9] or 0.0,
+                final=bool(r[10]),
+                cost_is_estimate=bool(r[11]),
+                started=r[12],
+                ended=r[13],
+                error=r[14],
+                session_id=r[15],
+            )
+            for r in rows
+        ]
+
+    def run_spend(self, run_ids: Sequence[str]) -> dict[str, tuple[TokenUsage, float]]:
+        marks = ", ".join("?" for _ in run_ids)
+        rows = self._guarded(
+            lambda: self._db.execute(
+                "SELECT budget_key, SUM(input), SUM(output), SUM(cache_creation),"
+                f" SUM(cache_read), SUM(cost_usd) FROM charges WHERE run_id IN ({marks})"
+                " GROUP BY budget_key",
+                tuple(run_ids),
+            ).fetchall()
+        )
+        return {r[0]: (TokenUsage(r[1], r[2], r[3], r[4]), r[5]) for r in rows}
+
     def close(self) -> None:
         self._db.close()
 

@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import textwrap
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -431,10 +432,10 @@ def test_an_error_building_one_instances_argv_fails_that_instance_only(
     fake = fake_claude(tmp_path)
     real = run_module.instance_argv
 
-    def broken_for_b(config: RunConfig, spec: InstanceSpec) -> list[str]:
+    def broken_for_b(config: RunConfig, spec: InstanceSpec, *more: Sequence[str]) -> list[str]:
         if spec.name == "b":
             raise RuntimeError("no argv for b")
-        return real(config, spec)
+        return real(config, spec, *more)
 
     monkeypatch.setattr(run_module, "instance_argv", broken_for_b)
     run = RunConfig(

@@ -160,7 +160,8 @@ def test_dry_run_prints_every_argv_and_the_budgets_and_launches_nothing(runner: 
         claude, "-p", "--output-format", "stream-json", "--verbose",
         "--include-partial-messages", "--permission-mode", "plan",
         "--allowedTools", "Read", "Grep", "--model", "claude-sonnet-4-5",
-        *Sim().args(), "--sim-calls=1", "--", "/analyze src",
+        # Block mode, a USD budget, a CLI that takes it: the cooperative limit, all of $2.50.
+        *Sim().args(), "--sim-calls=1", "--max-budget-usd", "2.500000", "--", "/analyze src",
     ]  # fmt: skip
     plain_argv = [
         claude, "-p", "--output-format", "stream-json", "--verbose",
@@ -277,6 +278,7 @@ def test_no_colour_when_stdout_is_not_a_terminal(
 INSTANCE_KEYS = {
     "name", "command", "budget_key", "status", "exit_code", "final", "tokens",
     "cost_usd", "cost_is_estimate", "duration_s", "error", "discrepancy", "skipped_lines",
+    "stopped_by_cli", "max_budget_usd", "resumed_session", "launches",
 }  # fmt: skip
 TOKEN_KEYS = {"input", "output", "cache_creation", "cache_read", "total"}
 BUDGET_KEYS = {"key", "unit", "limit", "used", "fraction", "level"}

@@ -25,6 +25,7 @@ from budget_core import (
     parse_window,
 )
 from orchestrator.state import (
+    RESUMABLE,
     BurnView,
     InstanceStatus,
     InstanceView,
@@ -119,6 +120,26 @@ class ScriptedRun:
             self._set(name, status=S.CANCELLED, pid=None)
             self._notice(NoticeKind.STOP, f"{name} stopped by the user")
             self.changed()
+
+    def resume_instance(self, name: str) -> str | None:
+        """As the orchestrator: a blocked or stopped instance is queued again (``resuming``);
+        ``launch`` then decides it like any other."""
+        self.calls.append(("resume_instance", name))
+        if self._instances[name].status not in RESUMABLE:
+            return f"{name} is {self._instances[name].status}"
+        self._set(name, status=S.RESUMING, error=None)
+        self._notice(NoticeKind.LAUNCH, f"{name}: queued again (resumed)")
+        self.changed()
+        return None
+
+    def set_limit(self, key: str, tokens: int | None = None, usd: float | None = None) -> None:
+        self.calls.append(("set_limit", key, str(tokens), str(usd)))
+        self.manager.set_budget(key, tokens=tokens, usd=usd)
+        # As the orchestrator: a blocked launch the new limit allows is decided again.
+        for name, view in self._instances.items():
+            if view.status is S.BLOCKED and self.manager.decide_launch(view.budget_key).allowed:
+                self.launch(name)
+        self.changed()
 
     async def run(self) -> int:
         """Returns once ``end`` (or ``stop_all``) was called, with the run's exit code."""
@@ -316,3 +337,11 @@ def exceeded_in_warn(run: ScriptedRun) -> None:
     run.tick(9)
     run.charge("review-api", TokenUsage(10_000, 7_000, 0, 0), 0.2100)
     run.burn("/review", 14_800, None)
+
+
+def paused_by_budget(run: ScriptedRun) -> None:
+    """On a block-mode ``demo_run``: ``mid_run``, then test-e2e takes /test past its limit
+    (109%) and is stopped by the budget."""
+    mid_run(run)
+    run.tick(9)
+    run.charge("test-e2e", TokenUsage(1_000, 800, 0, 0), 0.0200)

@@ -19,6 +19,7 @@ from tests.snapshots.scripted import (
     demo_run,
     exceeded_in_warn,
     mid_run,
+    paused_by_budget,
     windowed_run,
     windows_half_spent_and_exceeded,
 )
@@ -106,3 +107,24 @@ def test_finished_without_enforcement(snap_compare: Any) -> None:
 
     app, before = monitor(failed_then_finished)
     assert snap_compare(app, terminal_size=(120, 35), run_before=before)
+
+
+TO_TEST_E2E = ["down"] * 5  # the cursor from the first row to test-e2e
+
+
+def test_plus_asks_the_selected_instances_budget_its_new_limit(snap_compare: Any) -> None:
+    """test-e2e stopped by /test (109%): ``+`` asks /test's new limit, the current one
+    in the field (typing replaces it)."""
+    app, before = monitor(paused_by_budget, lambda: demo_run("block"))
+    press = [*TO_TEST_E2E, "plus"]
+    assert snap_compare(app, press=press, terminal_size=(80, 24), run_before=before)
+
+
+@pytest.mark.parametrize("size", [(120, 35), (60, 15)], ids=["120x35", "60x15"])
+def test_a_raised_limit_then_r_resumes_the_stopped_instance(
+    snap_compare: Any, size: tuple[int, int]
+) -> None:
+    """/test raised to 40K (55%, OK again), then ``r``: test-e2e is resuming."""
+    app, before = monitor(paused_by_budget, lambda: demo_run("block"))
+    press = [*TO_TEST_E2E, "plus", "4", "0", "k", "enter", "r"]
+    assert snap_compare(app, press=press, terminal_size=size, run_before=before)

@@ -56,8 +56,8 @@ class Script:
     spawn_fails: bool = False
 
 
-def lines_for(calls: Sequence[Call]) -> list[bytes]:
-    out = [{"type": "system", "subtype": "init", "session_id": "s", "model": MODEL}]
+def lines_for(calls: Sequence[Call], session: str = "s") -> list[bytes]:
+    out = [{"type": "system", "subtype": "init", "session_id": session, "model": MODEL}]
     for n, c in enumerate(calls):
         out.append(
             {
@@ -167,7 +167,9 @@ class FakeProcess:
         await asyncio.sleep(script.first_line_delay)
         calls = iter(script.calls)
         left_after_term: int | None = None
-        for line in lines_for(script.calls):
+        # The session is named after the instance: a resumed process (--resume NAME, with
+        # the resume prompt) is known by it.
+        for line in lines_for(script.calls, self.name):
             if self._killed:
                 break
             if self._term.is_set():
@@ -269,12 +271,23 @@ def run_schedule(schedule: dict[str, Any]) -> tuple[Orchestrator, Checker]:
     by_name = {name: script for name, _, script in schedule["instances"]}
     orch = Orchestrator(run, budgets=manager, process_factory=lambda: FakeProcess(by_name, checker))
     checker.orchestrator = orch
+    orch.hold_when_paused = schedule.get("hold", False)  # as under the monitor
 
     async def act(at: float, what: str) -> None:
         await asyncio.sleep(at)
         if what == "flip":
             mode: Mode = "warn" if orch.budgets.mode == "block" else "block"
             orch.set_enforcement_mode(mode)
+        elif what.startswith(("raise:", "lower:")):  # a limit changed (+ in the monitor)
+            verb, key = what.split(":")
+            orch.set_limit(key, tokens=10**9 if verb == "raise" else 1)
+        elif what == "stop_all":  # q in the monitor
+            orch.stop_all()
+        elif what == "resume:*":  # r on every blocked or stopped instance, at once
+            for view in orch.snapshot().instances:
+                orch.resume_instance(view.name)
+        elif what.startswith("resume:"):  # r in the monitor
+            orch.resume_instance(what.removeprefix("resume:"))
         else:
             orch.stop_instance(what)
         checker.check_rule(f"after {what}")
@@ -363,5 +376,57 @@ def test_the_lifecycle_has_one_way_through() -> None:
     assert S.STARTING.can_become(S.STOPPING) and not S.STARTING.can_become(S.SUCCEEDED)
     assert S.STOPPING.can_become(S.STOPPED_BY_BUDGET) and not S.STOPPING.can_become(S.SUCCEEDED)
     ends = [s for s in S if s.is_done]
-    assert all(not end.can_become(other) for end in ends for other in S)
+    # An end is final, but for continuing a blocked or stopped instance within the run.
+    assert all(not end.can_become(other) for end in ends for other in S if other != S.RESUMING)
+    assert {end for end in ends if end.can_become(S.RESUMING)} == {
+        S.BLOCKED,
+        S.STOPPED_BY_BUDGET,
+        S.CANCELLED,
+    }
+    assert S.RESUMING.can_become(S.STARTING) and S.RESUMING.can_become(S.BLOCKED)
+    assert not S.RESUMING.can_become(S.RUNNING) and not S.RESUMING.is_active
     assert {s for s in S if s.is_active} == {S.STARTING, S.RUNNING, S.STOPPING}
+
+
+@st.composite
+def schedules_with_resumes(draw: st.DrawFn) -> dict[str, Any]:
+    """Block mode, and actions that raise or lower limits and resume instances, at random
+    moments: while instances are decided, spawned slowly, running or stopping."""
+    schedule = draw(schedules())
+    n = len(schedule["instances"])
+    moment = st.sampled_from([0.0, 0.001, 0.003, 0.005, 0.01, 0.02, 0.03, 0.05])
+    action = (
+        st.sampled_from(["raise:/a", "raise:/b", "lower:/a", "lower:/c", "flip", "resume:*"])
+        | st.integers(0, n - 1).map(lambda i: f"resume:i{i}")
+        | st.integers(0, n - 1).map(lambda i: f"i{i}")
+    )
+    schedule["mode"] = "block"
+    schedule["limits"] = {"/a": draw(st.integers(1, 20_000)), **schedule["limits"]}
+    schedule["limits"].setdefault("/b", draw(st.integers(1, 20_000)))
+    schedule["limits"].setdefault("/c", draw(st.integers(1, 20_000)))
+    # Random actions, then the user's way out of a pause: resume, raise, resume, quit.
+    finale = [(0.035, "resume:*"), (0.045, "raise:*"), (0.055, "resume:*"), (0.08, "stop_all")]
+    schedule["actions"] = [*draw(st.lists(st.tuples(moment, action), max_size=8)), *finale]
+    schedule["hold"] = True  # paused by a budget, the run waits for r, + or q (stop_all)
+    return schedule
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(schedules_with_resumes())
+def test_block_holds_while_limits_change_and_instances_resume(schedule: dict[str, Any]) -> None:
+    """The rule holds through resumes and limit changes (nothing launched on an exceeded
+    budget, nothing left running on one); every process of an instance is counted, once."""
+    orch, checker = run_schedule(schedule)
+    assert checker.violations == []
+    views = {v.name: v for v in orch.snapshot().instances}
+    assert all(v.status.is_done for v in views.values()), views
+    for name, view in views.items():
+        processes = [f for f in FAKES if f.name == name]
+        assert view.usage == sum((f.printed for f in processes), TokenUsage()), name
+        assert view.launches == len(processes), name  # one process per launch, none twice
+    snapshot = orch.snapshot()
+    assert snapshot.budgets.total.usage == sum((v.usage for v in views.values()), TokenUsage())
