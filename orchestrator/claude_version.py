@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from orchestrator.descendants import INSTANCE_ENV, kill_all, strays
+from orchestrator.descendants import child_env, kill_all, strays
 
 PARTIAL_MESSAGES_SINCE = (1, 0, 109)
 # --max-budget-usd (orchestrator.cooperative): 2.0.29 refuses it as an unknown option, 2.0.30
@@ -116,7 +116,7 @@ def _check_version(claude_cmd: Sequence[str], timeout_s: float) -> VersionCheck:
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
-            env={**os.environ, INSTANCE_ENV: token},
+            env=child_env(token),
         )
     except OSError as exc:
         return VersionCheck(None, f"--version could not start: {exc.strerror or exc}")

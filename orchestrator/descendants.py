@@ -21,8 +21,19 @@ from collections.abc import Iterable
 from orchestrator.libc import prctl
 
 INSTANCE_ENV = "ORCHESTRATOR_INSTANCE"
+# The orchestrator's own secrets (a ledger URL may carry a database password, a webhook URL
+# is a credential): an agent has no use for them, and could print them.
+WITHHELD_ENV = ("ORCHESTRATOR_LEDGER", "ORCHESTRATOR_ALERT_WEBHOOK")
 _PR_SET_CHILD_SUBREAPER = 36
 _LINUX = sys.platform.startswith("linux")
+
+
+def child_env(token: str) -> dict[str, str]:
+    """The environment an instance (or the version check) runs with: ours, without our
+    secrets, with its token."""
+    env = {k: v for k, v in os.environ.items() if k not in WITHHELD_ENV}
+    env[INSTANCE_ENV] = token
+    return env
 
 
 def become_subreaper() -> bool:

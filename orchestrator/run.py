@@ -42,7 +42,7 @@ from budget_core import (
 from budget_core.budgets import BudgetState
 from orchestrator.config import InstanceSpec, RunConfig, instance_argv
 from orchestrator.cooperative import max_budget_args
-from orchestrator.descendants import INSTANCE_ENV, kill_all, strays
+from orchestrator.descendants import child_env, kill_all, strays
 from orchestrator.ledger.base import InstanceRecord, WindowSpend
 from orchestrator.ledger.session import RunLedger
 from orchestrator.process import ChildProcess, ProcessExit, SpawnAbandoned, Spawner
@@ -526,7 +526,7 @@ class Orchestrator:
                 keep_line=line_may_carry_usage,
                 on_spawned=partial(self._on_spawned, inst),
                 cwd=self.config.workspace,
-                env={**os.environ, INSTANCE_ENV: inst.token},
+                env=child_env(inst.token),
             )
         except SpawnAbandoned:  # stopped before its turn to be spawned: it never ran
             assert inst.stop is not None

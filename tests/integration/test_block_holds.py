@@ -290,8 +290,11 @@ def test_a_stop_while_spawning_is_not_lost_with_real_processes(tmp_path: Path) -
     assert view.error == "stopped by request"
 
 
-def test_the_env_marker_is_the_only_change_to_an_instances_environment(tmp_path: Path) -> None:
-    """Instances inherit the orchestrator's environment; it adds one variable, not secret."""
+def test_an_instances_environment_is_ours_with_its_marker_and_without_our_secrets(
+    tmp_path: Path,
+) -> None:
+    """Instances inherit the orchestrator's environment; it adds one variable, not secret,
+    and withholds its own secrets (a ledger URL may hold a password; a webhook URL is one)."""
     dump = tmp_path / "env.json"
     script = tmp_path / "claude"
     script.write_text(
@@ -305,11 +308,21 @@ def test_the_env_marker_is_the_only_change_to_an_instances_environment(tmp_path:
         )
     )
     script.chmod(0o755)
-    result = run_orchestrator(["/a", "--claude-bin", str(script)], tmp_path, env={"MY_VAR": "x"})
+    secrets = {
+        "ORCHESTRATOR_LEDGER": str(tmp_path / "ledger.sqlite3"),
+        "ORCHESTRATOR_ALERT_WEBHOOK": "http://127.0.0.1:9/hooks/T0/s3cret",
+    }
+    result = run_orchestrator(
+        ["/a", "--claude-bin", str(script), "--alert-timeout", "0.5"],
+        tmp_path,
+        env={"MY_VAR": "x", **secrets},
+    )
     assert result.code == 0, result
     seen = json.loads(dump.read_text())
     assert seen["MY_VAR"] == "x"
     assert seen["ORCHESTRATOR_INSTANCE"].count("-") == 2
+    assert not set(secrets) & set(seen)
+    assert (tmp_path / "ledger.sqlite3").exists()  # the orchestrator itself used them
 
 
 def test_lowering_a_limit_below_the_spend_stops_its_instances_in_block_mode(
