@@ -132,6 +132,28 @@ def test_resume_errors_are_one_line(tmp_path: Path) -> None:
     proc, _ = orchestrator(tmp_path, "resume", "20990101T000000-abcdef")
     assert proc.returncode == 2
     assert proc.stderr.startswith("orchestrator resume: error: no run '20990101T000000-abcdef'")
+    proc, _ = orchestrator(tmp_path, "resume", "x" * 10_240)  # not echoed whole
+    assert proc.returncode == 2 and len(proc.stderr) < 400 and "(10240 chars)" in proc.stderr
+
+
+def test_an_instance_gone_from_the_changed_config_is_an_error_not_dropped(
+    tmp_path: Path,
+) -> None:
+    claude = logging_claude(tmp_path)
+    calls = ["--sim-calls", "6", "--sim-delay", "0.01"]
+    config = {"instances": [{"name": "big", "prompt": "/big a", "claude_args": calls}]}
+    (tmp_path / "jobs.json").write_text(json.dumps(config))
+    common = ["--status-report-interval", "0", "--claude-bin", str(claude)]
+    flags = ["--command-budget", "/big=5k", "--budget-enforcement-mode", "block"]
+    first, _ = orchestrator(tmp_path, "--config", "jobs.json", *flags, *common)
+    assert first.returncode == 3, first.stderr
+    other = {"instances": [{"name": "other", "prompt": "/big b", "claude_args": calls}]}
+    (tmp_path / "jobs.json").write_text(json.dumps(other))
+    proc, _ = orchestrator(tmp_path, "resume", "--command-budget", "/big=1M", *common)
+    assert proc.returncode == 2, proc.stdout
+    assert "big not in its configuration any more" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert "/big b" not in (tmp_path / "argv.log").read_text()  # nothing launched
 
 
 def test_a_run_still_running_is_not_resumed(tmp_path: Path) -> None:
