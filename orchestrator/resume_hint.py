@@ -48,10 +48,10 @@ def resume_hint(
     keys = {i.budget_key for i in paused} | {OVERALL}
     exceeded = [b for b in snapshot.budgets.exceeded if b.key in keys]
     command = ["orchestrator", "resume", ledger.run_id]
-    if ledger_flag is not None:  # else the environment's or the default ledger, found again
-        command += ["--ledger", redact_url(ledger_flag)]
     for budget in exceeded:
         command += raised_flag(budget)
+    if ledger_flag is not None:  # else the environment's or the default ledger, found again
+        command += ["--ledger", redact_url(ledger_flag)]
     lines = [
         f"{len(paused)} instance(s) blocked or stopped by a budget "
         f"({', '.join(i.name for i in paused)}). To continue their work (sessions resumed, "
