@@ -798,7 +798,9 @@ def _finish(
     # Once the summary JSON is written, the exit status is decided: a reader that goes away
     # now (the run is over) changes neither.
     say(summary_report(snapshot, code, palette, meaning))
-    if hint := resume_hint(snapshot, orchestrator.ledger):
+    if hint := resume_hint(
+        snapshot, orchestrator.ledger, args.ledger, args.demo and args.ledger is None
+    ):
         say(hint)
     return code
 

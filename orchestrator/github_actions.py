@@ -9,6 +9,9 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
 from collections.abc import Mapping
 
 from budget_core import format_clock, format_percent, render_bar, render_window_bar
@@ -113,6 +116,17 @@ def outputs(snapshot: RunSnapshot, exit_code: int) -> str:
 
 
 def append(path: str, text: str) -> None:
-    """Append ``text`` to a file the runner gave us. Raises ``OSError``."""
-    with open(path, "a", encoding="utf-8") as out:
+    """Append ``text`` to a file the runner gave us. Raises ``OSError``. Only a regular file:
+    opening a FIFO nobody reads would block the end of the run for ever (signals too)."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, 0o666)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:  # a FIFO with no reader
+            raise OSError(exc.errno, "a FIFO, not a regular file") from None
+        raise
+    with os.fdopen(fd, "a", encoding="utf-8") as out:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        os.set_blocking(fd, True)
         out.write(text)

@@ -72,6 +72,13 @@ class ResumePlan:
 
     def apply(self, run: RunConfig) -> RunConfig:
         """Only what did not succeed, each continuing its session when it has one."""
+        names = {spec.name for spec in run.instances}
+        gone = [n for n, r in self.records.items() if r.status != "succeeded" and n not in names]
+        if gone:  # the config file changed since the run: resuming the rest would lose them
+            raise ConfigError(
+                f"run {self.run_id}: {', '.join(sorted(gone))} not in its configuration any "
+                "more (was the config file changed since?): its work cannot be resumed"
+            )
         instances = []
         for spec in run.instances:
             record = self.records.get(spec.name)
@@ -241,8 +248,11 @@ def plan_for(args: argparse.Namespace) -> tuple[argparse.Namespace, ResumePlan]:
         if record is None:
             if wanted is None:
                 raise ConfigError(f"the ledger {shown} holds no run to resume")
+            shown_id = (
+                repr(wanted) if len(wanted) <= 80 else f"{wanted[:60]!r}... ({len(wanted)} chars)"
+            )
             raise ConfigError(
-                f"no run {wanted!r} in the ledger {shown} (see: orchestrator usage --by run)"
+                f"no run {shown_id} in the ledger {shown} (see: orchestrator usage --by run)"
             )
         status = getattr(ledger, "run_status", None)
         if status is not None and status(record.id, time.time()) == "running":

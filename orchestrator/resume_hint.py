@@ -7,6 +7,7 @@ import shlex
 from budget_core import OVERALL, Unit
 from budget_core.budgets import BudgetState
 from orchestrator.ledger.session import RunLedger
+from orchestrator.ledger.urls import redact_url
 from orchestrator.state import InstanceStatus, RunSnapshot
 
 _PAUSED = (InstanceStatus.BLOCKED, InstanceStatus.STOPPED_BY_BUDGET)
@@ -25,21 +26,32 @@ def raised_flag(budget: BudgetState) -> list[str]:
     return [flag, value]
 
 
-def resume_hint(snapshot: RunSnapshot, ledger: RunLedger | None) -> str | None:
-    """None unless an instance ended blocked or stopped by a budget."""
+def resume_hint(
+    snapshot: RunSnapshot,
+    ledger: RunLedger | None,
+    ledger_flag: str | None = None,
+    throwaway: bool = False,
+) -> str | None:
+    """None unless an instance ended blocked or stopped by a budget. ``ledger_flag``: the
+    run's --ledger (resume must be pointed at it too); ``throwaway``: the demo's own ledger,
+    removed after the run."""
     paused = [i for i in snapshot.instances if i.status in _PAUSED]
     if not paused:
         return None
-    if ledger is None:
+    if ledger is None or throwaway:
+        where = "the demo's ledger is thrown away" if throwaway else "it was not recorded"
         return (
-            f"{len(paused)} instance(s) blocked or stopped by a budget; this run was not "
-            "recorded in a ledger, so `orchestrator resume` cannot continue it"
+            f"{len(paused)} instance(s) blocked or stopped by a budget; {where} in a ledger"
+            f"{' (give --ledger PATH to keep it)' if throwaway else ''}, so "
+            "`orchestrator resume` cannot continue this run"
         )
     keys = {i.budget_key for i in paused} | {OVERALL}
     exceeded = [b for b in snapshot.budgets.exceeded if b.key in keys]
     command = ["orchestrator", "resume", ledger.run_id]
     for budget in exceeded:
         command += raised_flag(budget)
+    if ledger_flag is not None:  # else the environment's or the default ledger, found again
+        command += ["--ledger", redact_url(ledger_flag)]
     lines = [
         f"{len(paused)} instance(s) blocked or stopped by a budget "
         f"({', '.join(i.name for i in paused)}). To continue their work (sessions resumed, "

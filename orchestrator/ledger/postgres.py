@@ -152,6 +152,14 @@ def split_url(url: str) -> tuple[str, str]:
     return urlunsplit(parts._replace(query=rest)), schema
 
 
+def _raw_password(url: str) -> str:
+    """The password as written in ``url`` (percent escapes kept); "" when none is found."""
+    try:
+        return urlsplit(url).password or ""
+    except ValueError:
+        return ""
+
+
 class PostgresLedger:
     """One connection (autocommit; explicit transactions). Reconnects on the next call after
     a connection is lost; while it cannot, calls raise ``LedgerUnreachable``."""
@@ -162,6 +170,8 @@ class PostgresLedger:
         self.url = display
         self._secret_url = url
         self._libpq_url, self.schema = split_url(url)
+        self._raw_password = _raw_password(url)  # a parse error quotes it as written
+        self._password = ""
         try:
             self._params = psycopg.conninfo.conninfo_to_dict(self._libpq_url)
         except psycopg.Error as exc:
@@ -215,8 +225,9 @@ class PostgresLedger:
         for secret in (self._secret_url, self._libpq_url):
             if secret:
                 text = text.replace(secret, self.url)
-        if self._password:
-            text = text.replace(self._password, "***")
+        for password in (self._password, self._raw_password):
+            if password:
+                text = text.replace(password, "***")
         return "; ".join(line.strip() for line in text.splitlines() if line.strip())
 
     def _error(self, exc: psycopg.Error) -> LedgerError:

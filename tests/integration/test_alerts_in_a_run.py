@@ -172,6 +172,25 @@ def test_github_actions_annotations_summary_and_outputs(runner: Runner, tmp_path
     assert float(values["cost_usd"]) == pytest.approx(cost, abs=1e-10)
 
 
+def test_a_fifo_or_folder_as_github_output_is_a_warning_never_a_hang(
+    runner: Runner, tmp_path: Path
+) -> None:
+    """Opening a FIFO nobody reads blocks for ever (SIGTERM too): the run must still end."""
+    fifo, folder = tmp_path / "output.fifo", tmp_path / "summary.d"
+    os.mkfifo(fifo)
+    folder.mkdir()
+    env = {
+        "GITHUB_ACTIONS": "true",
+        "GITHUB_STEP_SUMMARY": str(folder),
+        "GITHUB_OUTPUT": str(fifo),
+    }
+    one = [instance("a", "/a", Sim(calls=1))]
+    result = runner.run(f"--config={runner.config(one)}", env=env, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "cannot append" in line]
+    assert len(warnings) == 2 and f"$GITHUB_OUTPUT ({fifo}): a FIFO" in result.stderr, warnings
+
+
 def samples(path: Path) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     found = {}
     for family in text_string_to_metric_families(path.read_text()):

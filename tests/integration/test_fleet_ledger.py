@@ -195,6 +195,9 @@ def test_no_password_in_any_error(pg_schema: PgSchema) -> None:
             f"postgresql://root:{secret}@127.0.0.1:5432/test?schema=a-b",
             f"postgresql://root@127.0.0.1:5432/test?password={secret}&port=zz",
             f"postgresql://root:{secret}@[::1:5432/test",
+            # libpq's own parse error quotes the password as written (a bad % escape)
+            f"postgresql://root:{secret}%zz@127.0.0.1:5432/test",
+            f"postgresql://root:%40{secret}%g@127.0.0.1:5432/test",
         ]
         for url in bad:
             with pytest.raises(LedgerError) as caught:

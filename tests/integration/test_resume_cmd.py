@@ -132,6 +132,28 @@ def test_resume_errors_are_one_line(tmp_path: Path) -> None:
     proc, _ = orchestrator(tmp_path, "resume", "20990101T000000-abcdef")
     assert proc.returncode == 2
     assert proc.stderr.startswith("orchestrator resume: error: no run '20990101T000000-abcdef'")
+    proc, _ = orchestrator(tmp_path, "resume", "x" * 10_240)  # not echoed whole
+    assert proc.returncode == 2 and len(proc.stderr) < 400 and "(10240 chars)" in proc.stderr
+
+
+def test_an_instance_gone_from_the_changed_config_is_an_error_not_dropped(
+    tmp_path: Path,
+) -> None:
+    claude = logging_claude(tmp_path)
+    calls = ["--sim-calls", "6", "--sim-delay", "0.01"]
+    config = {"instances": [{"name": "big", "prompt": "/big a", "claude_args": calls}]}
+    (tmp_path / "jobs.json").write_text(json.dumps(config))
+    common = ["--status-report-interval", "0", "--claude-bin", str(claude)]
+    flags = ["--command-budget", "/big=5k", "--budget-enforcement-mode", "block"]
+    first, _ = orchestrator(tmp_path, "--config", "jobs.json", *flags, *common)
+    assert first.returncode == 3, first.stderr
+    other = {"instances": [{"name": "other", "prompt": "/big b", "claude_args": calls}]}
+    (tmp_path / "jobs.json").write_text(json.dumps(other))
+    proc, _ = orchestrator(tmp_path, "resume", "--command-budget", "/big=1M", *common)
+    assert proc.returncode == 2, proc.stdout
+    assert "big not in its configuration any more" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert "/big b" not in (tmp_path / "argv.log").read_text()  # nothing launched
 
 
 def test_a_run_still_running_is_not_resumed(tmp_path: Path) -> None:
@@ -217,3 +239,50 @@ def test_resume_on_the_fleet_ledger_goes_on_in_the_ledger_it_was_found_in(
     with pg_schema.connect() as conn:
         row = conn.execute("SELECT resumed_from FROM runs WHERE id = %s", (two["run_id"],))
         assert row.fetchone() == (one["run_id"],)
+
+
+def test_the_hint_names_the_ledger_the_run_was_given_and_its_command_works(
+    tmp_path: Path,
+) -> None:
+    """A run on ``--ledger OTHER``: the suggested resume must look there, not in the default
+    (the environment's) ledger, where it would find no such run."""
+    claude = logging_claude(tmp_path)
+    other = tmp_path / "other.sqlite3"
+    common = ["--status-report-interval", "0", "--claude-bin", str(claude)]
+    first, _ = orchestrator(
+        tmp_path,
+        "/big a",
+        "--claude-arg=--sim-calls=6",
+        "--command-budget",
+        "/big=5k",
+        "--budget-enforcement-mode",
+        "block",
+        "--ledger",
+        str(other),
+        *common,
+    )
+    assert first.returncode == 3, first.stderr
+    hint = first.stdout.strip().splitlines()[-1].split()
+    assert hint[:2] == ["orchestrator", "resume"] and ["--ledger", str(other)] == hint[-2:]
+    again, _ = orchestrator(tmp_path, *hint[1:], "--dry-run", *common)
+    assert again.returncode == 0, again.stderr
+
+
+def test_the_demo_does_not_suggest_resuming_from_its_thrown_away_ledger(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "ORCHESTRATOR_LEDGER"}
+    proc = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "orchestrator"),
+            "--demo",
+            "--status-report-interval",
+            "0",
+        ],
+        cwd=tmp_path,
+        env={**env, "XDG_DATA_HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 3, proc.stderr
+    last = proc.stdout.strip().splitlines()[-1]
+    assert "thrown away" in last and "orchestrator resume 2" not in proc.stdout, last
