@@ -19,6 +19,7 @@ from budget_core.budgets import BudgetState
 from orchestrator.config import ConfigError, RunConfig
 from orchestrator.ledger import (
     LEDGER_ENV,
+    Ledger,
     LedgerError,
     open_ledger,
     redact_url,
@@ -97,6 +98,8 @@ def open_run_ledger(
             session = RunLedger(ledger, record, budgets)
             try:
                 session.open_run()
+                if plan is not None:
+                    _first_resume_or_refuse(ledger, record.id, plan.run_id)
                 if session.fleet:
                     fleet_setup(session, args)
                 spends = session.start_spend()
@@ -128,6 +131,18 @@ def open_run_ledger(
             file=sys.stderr,
         )
     return None
+
+
+def _first_resume_or_refuse(ledger: Ledger, run_id: str, resumed: str) -> None:
+    """Two resumes of one run started together would both do its work: recorded first,
+    the first one started goes on; the other ends here, before launching anything."""
+    first = ledger.resumes_of(resumed)[0]
+    if first != run_id:
+        ledger.close_run(run_id, time.time(), 2)
+        ledger.close()
+        raise ConfigError(
+            f"run {resumed} is being resumed already, by run {first}: not doing its work twice"
+        )
 
 
 def fleet_setup(session: RunLedger, args: argparse.Namespace) -> None:

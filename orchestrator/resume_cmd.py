@@ -223,6 +223,24 @@ def _chain(ledger: Ledger, record: RunRecord) -> list[RunRecord]:
     return chain
 
 
+def check_not_resumed_twice(ledger: Ledger, record: RunRecord) -> None:
+    """Work is continued once: not a run some run already resumed (that one goes on with
+    it), nor a resume that lost to another started at the same time."""
+    if resumes := ledger.resumes_of(record.id):
+        raise ConfigError(
+            f"run {record.id} was resumed already, by run {resumes[0]}: to go on with its "
+            f"work, resume that one (orchestrator resume {resumes[0]})"
+        )
+    if record.resumed_from:
+        first = ledger.resumes_of(record.resumed_from)[:1]
+        if first and first[0] != record.id:
+            raise ConfigError(
+                f"run {record.id} resumed {record.resumed_from} at the same time as run "
+                f"{first[0]}, which went on with its work: resume that one "
+                f"(orchestrator resume {first[0]})"
+            )
+
+
 def _open(given: str | None) -> tuple[Ledger, str, str]:
     url = resolve_ledger_url(given, os.environ, None)
     where = "--ledger" if given is not None else "the ledger"
@@ -260,6 +278,7 @@ def plan_for(args: argparse.Namespace) -> tuple[argparse.Namespace, ResumePlan]:
                 f"run {record.id} is still running (its heartbeat is recent); resume it once "
                 "it has ended"
             )
+        check_not_resumed_twice(ledger, record)
         run_args = merge(original_args(ledger, record), args)
         # The run goes on in the ledger it was found in; the recorded --ledger has no password.
         run_args.ledger = url

@@ -120,6 +120,9 @@ class Ledger(Protocol):
 
     def run_instances(self, run_id: str) -> list[InstanceRecord]: ...
 
+    def resumes_of(self, run_id: str) -> list[str]:
+        """The runs recorded as resuming that one, first started first."""
+
     def run_spend(self, run_ids: Sequence[str]) -> dict[str, tuple[TokenUsage, float]]:
         """What those runs charged, by budget key: (tokens, cost)."""
 

@@ -616,6 +616,14 @@ class PostgresLedger:
             for r in rows
         ]
 
+    def resumes_of(self, run_id: str) -> list[str]:
+        rows = self._guarded(
+            lambda conn: conn.execute(
+                "SELECT id FROM runs WHERE resumed_from = %s ORDER BY started, id", (run_id,)
+            ).fetchall()
+        )
+        return [r[0] for r in rows]
+
     def run_spend(self, run_ids: Sequence[str]) -> dict[str, tuple[TokenUsage, float]]:
         rows = self._guarded(
             lambda conn: conn.execute(

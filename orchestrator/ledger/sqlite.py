@@ -462,6 +462,14 @@ class SqliteLedger:
             for r in rows
         ]
 
+    def resumes_of(self, run_id: str) -> list[str]:
+        rows = self._guarded(
+            lambda: self._db.execute(
+                "SELECT id FROM runs WHERE resumed_from = ? ORDER BY started, id", (run_id,)
+            ).fetchall()
+        )
+        return [r[0] for r in rows]
+
     def run_spend(self, run_ids: Sequence[str]) -> dict[str, tuple[TokenUsage, float]]:
         marks = ", ".join("?" for _ in run_ids)
         rows = self._guarded(

@@ -3,6 +3,7 @@ SQLite ledger: what is continued, with which session and budgets, and the one-li
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sqlite3
@@ -286,3 +287,93 @@ def test_the_demo_does_not_suggest_resuming_from_its_thrown_away_ledger(tmp_path
     assert proc.returncode == 3, proc.stderr
     last = proc.stdout.strip().splitlines()[-1]
     assert "thrown away" in last and "orchestrator resume 2" not in proc.stdout, last
+
+
+def _stopped_run(tmp_path: Path) -> tuple[list[str], str]:
+    """A run whose one instance a budget stopped and whose other never started."""
+    claude = logging_claude(tmp_path)
+    calls = ["--sim-calls", "6", "--sim-delay", "0.01"]
+    config = {
+        "instances": [
+            {"name": "big", "prompt": "/big a", "claude_args": calls},
+            {"name": "later", "prompt": "/big b", "claude_args": calls},
+        ]
+    }
+    (tmp_path / "jobs.json").write_text(json.dumps(config))
+    common = ["--status-report-interval", "0", "--claude-bin", str(claude)]
+    first, one = orchestrator(
+        tmp_path,
+        *("--config", "jobs.json", "--command-budget", "/big=5k"),
+        *("--budget-enforcement-mode", "block", "--max-concurrent", "1", *common),
+    )
+    assert first.returncode == 3, first.stdout + first.stderr
+    (tmp_path / "argv.log").unlink()
+    return common, one["run_id"]
+
+
+def test_two_resumes_of_one_run_started_together_do_its_work_once(tmp_path: Path) -> None:
+    common, run_id = _stopped_run(tmp_path)
+    env = {**os.environ, "ORCHESTRATOR_LEDGER": str(tmp_path / "ledger.sqlite3")}
+    argv = [str(Path(sys.executable).parent / "orchestrator"), "resume", run_id]
+    procs = [
+        subprocess.Popen(
+            [*argv, "--command-budget", "/big=1M", *common],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    results = [(p.wait(60), *p.communicate()) for p in procs]
+    codes = sorted(code for code, _, _ in results)
+    assert codes == [0, 2], results
+    (refused,) = [err for code, _, err in results if code == 2]
+    assert f"run {run_id}" in refused and "resume" in refused
+    assert len(refused.strip().splitlines()) == 1, refused
+    launches = (tmp_path / "argv.log").read_text().splitlines()
+    assert len(launches) == 2  # big continued once, later started once
+
+    # Resumed already: the run that resumed it is named, and is the one to go on with.
+    again, _ = orchestrator(tmp_path, "resume", run_id, *common)
+    assert again.returncode == 2
+    assert "was resumed already, by run" in again.stderr
+    # The refused duplicate (started last) is not a way round it either.
+    last, _ = orchestrator(tmp_path, "resume", "last", *common)
+    db = sqlite3.connect(tmp_path / "ledger.sqlite3")
+    (newest,) = db.execute("SELECT id FROM runs ORDER BY started DESC LIMIT 1").fetchone()
+    (winner,) = db.execute(
+        "SELECT id FROM runs WHERE resumed_from = ? ORDER BY started, id LIMIT 1", (run_id,)
+    ).fetchone()
+    if newest != winner:  # the duplicate was recorded after the winner
+        assert last.returncode == 2 and f"resume that one (orchestrator resume {winner})" in (
+            last.stderr
+        )
+    assert len((tmp_path / "argv.log").read_text().splitlines()) == 2
+
+
+def test_of_two_resumes_recorded_the_first_started_goes_on(tmp_path: Path) -> None:
+    """The race itself, without timing: two resume runs recorded, then each checks."""
+    import pytest
+
+    from orchestrator.config import ConfigError
+    from orchestrator.ledger import open_ledger
+    from orchestrator.ledger.session import run_record
+    from orchestrator.ledger_cli import _first_resume_or_refuse
+
+    url = str(tmp_path / "ledger.sqlite3")
+    ledger = open_ledger(url)
+    assert ledger is not None
+    original = run_record("A", 1.0, ["orchestrator", "/a"], "block", {})
+    ledger.open_run(original)
+    for rid, started in (("B", 2.0), ("C", 2.5)):
+        record = run_record(rid, started, ["orchestrator", "resume", "A"], "block", {})
+        ledger.open_run(dataclasses.replace(record, resumed_from="A"))
+    _first_resume_or_refuse(ledger, "B", "A")  # the first: goes on
+    with pytest.raises(ConfigError, match="is being resumed already, by run B"):
+        _first_resume_or_refuse(open_ledger(url), "C", "A")  # type: ignore[arg-type]
+    check = open_ledger(url)
+    assert check is not None
+    assert check.find_run("C") is not None
+    assert check.run_status("C", 3.0) == "ended"  # type: ignore[attr-defined]
