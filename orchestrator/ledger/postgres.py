@@ -45,7 +45,15 @@ from orchestrator.ledger.base import (
     WindowQuery,
     WindowSpend,
 )
-from orchestrator.ledger.sqlite import _aggregate, _bucket_label, _group_of
+from orchestrator.ledger.sqlite import (
+    INSTANCE_COLUMNS,
+    RUN_COLUMNS,
+    _aggregate,
+    _bucket_label,
+    _group_of,
+    instance_from_row,
+    run_from_row,
+)
 from orchestrator.ledger.urls import redact_url
 
 T = TypeVar("T")
@@ -564,57 +572,24 @@ class PostgresLedger:
         return self._guarded(lambda conn: self._run_statuses(conn, now).get(run_id))
 
     def find_run(self, run_id: str | None) -> RunRecord | None:
-        columns = 'id, started, host, "user", cwd, argv, mode, labels, resumed_from'
-        values: tuple[str, ...]
+        values: tuple[str, ...] = ()
         if run_id is None:
-            query, values = f"SELECT {columns} FROM runs ORDER BY started DESC LIMIT 1", ()
+            query = f"SELECT {RUN_COLUMNS} FROM runs ORDER BY started DESC LIMIT 1"
         else:
-            query, values = f"SELECT {columns} FROM runs WHERE id = %s", (run_id,)
+            query, values = f"SELECT {RUN_COLUMNS} FROM runs WHERE id = %s", (run_id,)
         row = self._guarded(lambda conn: conn.execute(query, values).fetchone())
-        if row is None:
-            return None
-        rid, started, host, user, cwd, argv, mode, labels, resumed_from = row
-        return RunRecord(
-            id=rid,
-            started=started,
-            host=host or "",
-            user=user or "",
-            cwd=cwd or "",
-            argv=tuple(json.loads(argv or "[]")),
-            mode=mode or "warn",
-            labels=json.loads(labels or "{}"),
-            resumed_from=resumed_from,
-        )
+        return None if row is None else run_from_row(row)
 
     def run_instances(self, run_id: str) -> list[InstanceRecord]:
         # No rowid here: launch order, then name (never-started instances last).
         rows = self._guarded(
             lambda conn: conn.execute(
-                "SELECT run_id, name, command, budget_key, status, input, output,"
-                " cache_creation, cache_read, cost_usd, final, cost_is_estimate, started,"
-                " ended, error, session_id FROM instances WHERE run_id = %s"
+                f"SELECT {INSTANCE_COLUMNS} FROM instances WHERE run_id = %s"
                 " ORDER BY started NULLS LAST, name",
                 (run_id,),
             ).fetchall()
         )
-        return [
-            InstanceRecord(
-                run_id=r[0],
-                name=r[1],
-                command=r[2] or "",
-                budget_key=r[3] or "",
-                status=r[4] or "",
-                usage=TokenUsage(r[5] or 0, r[6] or 0, r[7] or 0, r[8] or 0),
-                cost_usd=r[9] or 0.0,
-                final=bool(r[10]),
-                cost_is_estimate=bool(r[11]),
-                started=r[12],
-                ended=r[13],
-                error=r[14],
-                session_id=r[15],
-            )
-            for r in rows
-        ]
+        return [instance_from_row(r) for r in rows]
 
     def resumes_of(self, run_id: str) -> list[str]:
         rows = self._guarded(

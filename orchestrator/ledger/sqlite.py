@@ -14,7 +14,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from budget_core import TokenUsage, Unit
 from budget_core.windows import calendar_buckets
@@ -412,55 +412,22 @@ class SqliteLedger:
         return self._guarded(lambda: self._run_statuses(now).get(run_id))
 
     def find_run(self, run_id: str | None) -> RunRecord | None:
-        columns = "id, started, host, user, cwd, argv, mode, labels, resumed_from"
         values: tuple[str, ...] = ()
         if run_id is None:
-            query = f"SELECT {columns} FROM runs ORDER BY started DESC LIMIT 1"
+            query = f"SELECT {RUN_COLUMNS} FROM runs ORDER BY started DESC LIMIT 1"
         else:
-            query, values = f"SELECT {columns} FROM runs WHERE id = ?", (run_id,)
+            query, values = f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,)
         row = self._guarded(lambda: self._db.execute(query, values).fetchone())
-        if row is None:
-            return None
-        rid, started, host, user, cwd, argv, mode, labels, resumed_from = row
-        return RunRecord(
-            id=rid,
-            started=started,
-            host=host or "",
-            user=user or "",
-            cwd=cwd or "",
-            argv=tuple(json.loads(argv or "[]")),
-            mode=mode or "warn",
-            labels=json.loads(labels or "{}"),
-            resumed_from=resumed_from,
-        )
+        return None if row is None else run_from_row(row)
 
     def run_instances(self, run_id: str) -> list[InstanceRecord]:
         rows = self._guarded(
             lambda: self._db.execute(
-                "SELECT run_id, name, command, budget_key, status, input, output,"
-                " cache_creation, cache_read, cost_usd, final, cost_is_estimate, started,"
-                " ended, error, session_id FROM instances WHERE run_id = ? ORDER BY rowid",
+                f"SELECT {INSTANCE_COLUMNS} FROM instances WHERE run_id = ? ORDER BY rowid",
                 (run_id,),
             ).fetchall()
         )
-        return [
-            InstanceRecord(
-                run_id=r[0],
-                name=r[1],
-                command=r[2] or "",
-                budget_key=r[3] or "",
-                status=r[4] or "",
-                usage=TokenUsage(r[5] or 0, r[6] or 0, r[7] or 0, r[8] or 0),
-                cost_usd=r[9] or 0.0,
-                final=bool(r[10]),
-                cost_is_estimate=bool(r[11]),
-                started=r[12],
-                ended=r[13],
-                error=r[14],
-                session_id=r[15],
-            )
-            for r in rows
-        ]
+        return [instance_from_row(r) for r in rows]
 
     def resumes_of(self, run_id: str) -> list[str]:
         rows = self._guarded(
@@ -490,6 +457,47 @@ class SqliteLedger:
             return call()
         except sqlite3.Error as exc:
             raise LedgerError(self._reason(exc)) from None
+
+
+# What resume reads back, in one column order for both ledgers ("user" quoted: PostgreSQL).
+RUN_COLUMNS = 'id, started, host, "user", cwd, argv, mode, labels, resumed_from'
+INSTANCE_COLUMNS = (
+    "run_id, name, command, budget_key, status, input, output, cache_creation, cache_read,"
+    " cost_usd, final, cost_is_estimate, started, ended, error, session_id"
+)
+
+
+def run_from_row(row: Sequence[Any]) -> RunRecord:
+    rid, started, host, user, cwd, argv, mode, labels, resumed_from = row
+    return RunRecord(
+        id=rid,
+        started=started,
+        host=host or "",
+        user=user or "",
+        cwd=cwd or "",
+        argv=tuple(json.loads(argv or "[]")),
+        mode=mode or "warn",
+        labels=json.loads(labels or "{}"),
+        resumed_from=resumed_from,
+    )
+
+
+def instance_from_row(r: Sequence[Any]) -> InstanceRecord:
+    return InstanceRecord(
+        run_id=r[0],
+        name=r[1],
+        command=r[2] or "",
+        budget_key=r[3] or "",
+        status=r[4] or "",
+        usage=TokenUsage(r[5] or 0, r[6] or 0, r[7] or 0, r[8] or 0),
+        cost_usd=r[9] or 0.0,
+        final=bool(r[10]),
+        cost_is_estimate=bool(r[11]),
+        started=r[12],
+        ended=r[13],
+        error=r[14],
+        session_id=r[15],
+    )
 
 
 class _Transaction:
