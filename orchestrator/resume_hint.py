@@ -39,10 +39,13 @@ def resume_hint(
     if not paused:
         return None
     if ledger is None or throwaway:
-        where = "the demo's ledger is thrown away" if throwaway else "it was not recorded"
+        where = (
+            "the demo's ledger is thrown away (give --ledger PATH to keep it)"
+            if throwaway
+            else "it was not recorded in a ledger"
+        )
         return (
-            f"{len(paused)} instance(s) blocked or stopped by a budget; {where} in a ledger"
-            f"{' (give --ledger PATH to keep it)' if throwaway else ''}, so "
+            f"{len(paused)} instance(s) blocked or stopped by a budget; {where}, so "
             "`orchestrator resume` cannot continue this run"
         )
     keys = {i.budget_key for i in paused} | {OVERALL}

@@ -287,6 +287,7 @@ def test_the_demo_does_not_suggest_resuming_from_its_thrown_away_ledger(tmp_path
     assert proc.returncode == 3, proc.stderr
     last = proc.stdout.strip().splitlines()[-1]
     assert "thrown away" in last and "orchestrator resume 2" not in proc.stdout, last
+    assert "thrown away (give --ledger PATH to keep it), so `orchestrator resume`" in last
 
 
 def _stopped_run(tmp_path: Path) -> tuple[list[str], str]:
